@@ -1,0 +1,250 @@
+"""The bootstrap host process: BootstrapProcManager and its `python -m` entry point.
+
+One per simulated host. It spawns that host's children with piped stdout/stderr, gives
+each a private BOOTSTRAP_LOG_CHANNEL address, runs a tee + sender per child per stream,
+and (when the environment allows) one FileAppender. The driver talks to it over a
+socketpair passed as a file descriptor; the host's own stdout/stderr are the console tee.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import wire
+from .channel import FrameConnection
+from .config import ConfigError, StackConfig
+from .file_appender import FileAppender
+from .journal import Journal
+from .procs import set_parent_death_signal
+from .sender import LocalLogSender
+from .tee import StreamFwder
+
+STREAMS = ("stdout", "stderr")
+SPAWN_CONNECT_TIMEOUT_S = 15.0
+
+
+@dataclass
+class ChildState:
+    rank: int
+    proc: subprocess.Popen[bytes]
+    channel: str | None
+    pipes: dict[str, int] = field(default_factory=dict)
+    fwders: dict[str, StreamFwder] = field(default_factory=dict)
+    senders: dict[str, LocalLogSender] = field(default_factory=dict)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    code: int | None = None
+    signal: int | None = None
+    killed_by_us: str | None = None
+    pidfd: int | None = None
+
+
+class BootstrapProcManager:
+    """Spawns and stops one host's children; all methods run on the host's loop."""
+
+    def __init__(self, host: int, config: StackConfig, journal: Journal, ctl: FrameConnection) -> None:
+        self.host = host
+        self.hostname = f"host{host}"
+        self.config = config
+        self.journal = journal
+        self.ctl = ctl
+        self.children: dict[int, ChildState] = {}
+        self.files: FileAppender | None = None
+        self.stopped = asyncio.Event()
+        gate = config.file_log_gate()
+        if gate is None:
+            directory, basename = config.file_log_location()
+            self.files = FileAppender(directory, basename, self.hostname, journal)
+        else:
+            journal("file_appender_gated", reason=gate)
+
+    async def spawn(self, specs: list[dict[str, Any]]) -> None:
+        """Start every child, then wire each stream's sender before its tee reads."""
+        started = [self._start_child(spec) for spec in specs]
+        await asyncio.gather(*(self._wire_child(child) for child in started))
+        for child in started:
+            self.ctl.send(("spawned", child.rank, child.proc.pid))
+
+    def _start_child(self, spec: dict[str, Any]) -> ChildState:
+        rank = spec["rank"]
+        env = dict(spec["env"])
+        proc = subprocess.Popen(
+            spec["argv"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+            preexec_fn=set_parent_death_signal,
+        )
+        child = ChildState(rank=rank, proc=proc, channel=env.get("BOOTSTRAP_LOG_CHANNEL"))
+        for stream in STREAMS:  # the tee owns the raw fds; Popen's file objects must not close them
+            pipe = getattr(proc, stream)
+            child.pipes[stream] = os.dup(pipe.fileno())
+            pipe.close()
+            setattr(proc, stream, None)
+        self.children[rank] = child
+        self.journal("child_spawned", rank=rank, pid=proc.pid)
+        loop = asyncio.get_running_loop()
+        child.pidfd = os.pidfd_open(proc.pid)
+        loop.add_reader(child.pidfd, self._reap, child)
+        return child
+
+    async def _wire_child(self, child: ChildState) -> None:
+        deadline = time.monotonic() + SPAWN_CONNECT_TIMEOUT_S
+        prefix = f"[{child.rank}] ".encode() if self.config.prefix_with_rank else b""
+        for stream in STREAMS:
+            sender = None
+            if child.channel is not None:
+                sender = LocalLogSender(
+                    rank=child.rank,
+                    stream=stream,
+                    hostname=self.hostname,
+                    proc_id=f"proc[{child.rank}]",
+                    journal=self.journal,
+                )
+                child.senders[stream] = sender
+        if child.channel is not None:
+            await asyncio.gather(*(s.connect(child.channel, deadline) for s in child.senders.values()))
+        for stream in STREAMS:
+            fwder = StreamFwder(
+                rank=child.rank,
+                stream=stream,
+                fd=child.pipes[stream],
+                console_fd=1 if stream == "stdout" else 2,
+                sender=child.senders.get(stream),
+                files=self.files,
+                prefix=prefix,
+                batch_lines=self.config.read_log_buffer,
+                journal=self.journal,
+            )
+            child.fwders[stream] = fwder
+            fwder.start()
+
+    def _reap(self, child: ChildState) -> None:
+        if child.proc.poll() is None:
+            return
+        loop = asyncio.get_running_loop()
+        assert child.pidfd is not None
+        loop.remove_reader(child.pidfd)
+        os.close(child.pidfd)
+        rc = child.proc.returncode
+        child.code, child.signal = (None, -rc) if rc < 0 else (rc, None)
+        self.journal("child_exited", rank=child.rank, code=child.code, signal=child.signal)
+        child.exited.set()
+        self.ctl.send(("exited", child.rank, child.code, child.signal))
+
+    def kill(self, rank: int, sig: int, reason: str) -> None:
+        child = self.children[rank]
+        if child.exited.is_set():
+            return
+        child.killed_by_us = reason
+        self.journal("child_killed", rank=rank, signal=sig, reason=reason)
+        child.proc.send_signal(sig)
+
+    async def stop(self, timeout: float) -> dict[str, Any]:
+        """Quiesce every child, wait for EOF and exit, abort the tees, close the files."""
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            if not child.exited.is_set():
+                sender = child.senders.get("stdout") or child.senders.get("stderr")
+                if sender is None or not sender.stop_child():
+                    child.proc.send_signal(signal.SIGTERM)
+        await self._wait_children(deadline - 0.25 * timeout, "did not exit after STOP")
+        await self._wait_children(deadline, "did not exit after SIGKILL")
+        tails: dict[int, dict[str, list[str]]] = {}
+        for child in self.children.values():
+            for stream, fwder in child.fwders.items():
+                if not fwder.done.is_set():
+                    try:
+                        await asyncio.wait_for(fwder.done.wait(), max(0.05, deadline - time.monotonic()))
+                    except TimeoutError:
+                        pass
+                lines, _ = await fwder.abort()
+                tails.setdefault(child.rank, {})[stream] = [ln.decode("utf-8", "replace") for ln in lines[-20:]]
+            for sender in child.senders.values():
+                await sender.close(deadline)
+        if self.files is not None:
+            await self.files.close(max(1.0, deadline - time.monotonic()))
+        self.stopped.set()
+        return {
+            "exits": {c.rank: [c.code, c.signal, c.killed_by_us] for c in self.children.values()},
+            "tails": tails,
+            "files": sorted(self.files.paths.values()) if self.files else [],
+        }
+
+    async def _wait_children(self, deadline: float, why: str) -> None:
+        waiting = [c for c in self.children.values() if not c.exited.is_set()]
+        if not waiting:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(c.exited.wait() for c in waiting)), max(0.01, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            for child in waiting:
+                if not child.exited.is_set():
+                    self.kill(child.rank, signal.SIGKILL, why)
+
+    def hard_kill(self) -> None:
+        for child in self.children.values():
+            if child.proc.poll() is None:
+                child.proc.kill()
+
+
+async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
+    journal = Journal(journal_dir, f"host{host}")
+    journal("host_started", host=host, pid=os.getpid())
+    try:
+        config = StackConfig.from_env()
+    except ConfigError as exc:
+        print(f"meshlog bootstrap: {exc}", file=sys.stderr)
+        return 2
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(fileno=ctl_fd)
+    sock.setblocking(False)
+    inbox: asyncio.Queue[list[Any] | None] = asyncio.Queue()
+    ctl = FrameConnection(lambda c, m: inbox.put_nowait(m), lambda c, e: inbox.put_nowait(None))
+    await loop.connect_accepted_socket(lambda: ctl, sock)
+    manager = BootstrapProcManager(host, config, journal, ctl)
+    ctl.send(("ready", os.getpid()))
+    try:
+        while True:
+            msg = await inbox.get()
+            if msg is None or msg[0] == "shutdown":
+                break
+            kind = msg[0]
+            if kind == "spawn":
+                await manager.spawn(msg[1])
+            elif kind == "kill":
+                manager.kill(msg[1], msg[2], msg[3])
+            elif kind == "stop":
+                result = await manager.stop(msg[1])
+                ctl.send(("stopped", result))
+    finally:
+        manager.hard_kill()
+        await ctl.flush_out(time.monotonic() + 1.0)
+        ctl.close()
+        journal("host_exit")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_meshlog.stack.bootstrap")
+    parser.add_argument("--host", type=int, required=True)
+    parser.add_argument("--ctl-fd", type=int, required=True)
+    parser.add_argument("--journal-dir", default=None)
+    args = parser.parse_args(argv)
+    return asyncio.run(_serve(args.host, args.ctl_fd, args.journal_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Framed, flow-controlled connections over Unix sockets (asyncio protocols).
+
+Every hop of the stack (sender -> forwarder -> client) is one of these. Writes never
+block the loop; instead the transport's high-water mark pauses the producer upstream
+(`on_pause`/`on_resume`), which is how backpressure reaches the child's pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .wire import FrameDecoder, FrameError, encode
+
+OnMessage = Callable[["FrameConnection", list[Any]], None]
+OnClosed = Callable[["FrameConnection", BaseException | None], None]
+
+
+class FrameConnection(asyncio.Protocol):
+    """One framed connection; `info` holds what the peer said in its HELLO."""
+
+    def __init__(self, on_message: OnMessage, on_closed: OnClosed | None = None) -> None:
+        self.on_message = on_message
+        self.on_closed = on_closed
+        self.on_pause: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+        self.info: dict[str, Any] = {}
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.frame_error: FrameError | None = None
+        self._decoder = FrameDecoder()
+
+    @property
+    def active(self) -> bool:
+        """TxStatus::Active: connected and not closed by either side."""
+        return self.transport is not None and not self.closed.is_set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except FrameError as exc:
+            self.frame_error = exc
+            self.close()
+            return
+        handle = self.on_message
+        for msg in messages:
+            handle(self, msg)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed.set()
+        self.writable.set()
+        if self.on_closed is not None:
+            self.on_closed(self, exc)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+        if self.on_pause is not None:
+            self.on_pause()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+        if self.on_resume is not None:
+            self.on_resume()
+
+    def send(self, msg: tuple[Any, ...]) -> bool:
+        """Queue a message; False (and nothing sent) when the connection is not active."""
+        if not self.active:
+            return False
+        assert self.transport is not None
+        self.transport.write(encode(msg))
+        return True
+
+    def pause_reading(self) -> None:
+        if self.active and self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.active and self.transport is not None:
+            self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark (or the peer is gone)."""
+        await self.writable.wait()
+
+    async def flush_out(self, deadline: float) -> bool:
+        """Wait until everything written has left this process; False at the deadline."""
+        while self.active and self.transport is not None:
+            if self.transport.get_write_buffer_size() == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.001)
+        return self.transport is not None and self.transport.get_write_buffer_size() == 0
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+async def serve(path: str, factory: Callable[[], FrameConnection]) -> asyncio.AbstractServer:
+    """Listen on a Unix socket path (the caller owns the directory and removes it)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(factory, path=path, backlog=1024)
+
+
+async def dial(
+    path: str, conn: FrameConnection, deadline: float, *, what: str = "channel"
+) -> FrameConnection:
+    """Connect to `path`, retrying while the server is not up yet, until `deadline`."""
+    loop = asyncio.get_running_loop()
+    delay = 0.0005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise TimeoutError(f"{what} at {path} did not accept a connection in time") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            continue
+        await loop.connect_accepted_socket(lambda: conn, sock)
+        return conn
+
+
+def private_dir(prefix: str = "ml-") -> str:
+    """A 0700 directory with a short path (Unix socket paths are limited to ~107 bytes)."""
+    import tempfile
+
+    base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    path = tempfile.mkdtemp(prefix=prefix, dir=base)
+    os.chmod(path, 0o700)
+    return path

@@ -1,0 +1,166 @@
+"""The child runtime: what turns any Python program into a mesh child.
+
+The forwarder runs on an asyncio loop in a daemon thread; the workload runs in the main
+thread. The child never exits with its forwarder still holding data: on a natural end or
+on STOP it *quiesces* first (SPEC 1.11): it stops writing, flushes Python's buffers, points
+fds 1 and 2 at /dev/null so the bootstrap's tee sees EOF, waits until the tee's final
+partial lines and Flush(None)s have been relayed, tells the client goodbye, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
+
+from .forwarder import LogForwardActor
+from .journal import Journal
+
+START_TIMEOUT_S = 15.0
+QUIESCE_TIMEOUT_S = 15.0
+
+
+class ChildRuntime:
+    """Handles a workload uses: identity, the output lock, the stop flag, barrier waits."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = dict(os.environ) if environ is None else environ
+        self.rank = int(env.get("MESHLOG_RANK", "0"))
+        self.hostname = env.get("MESHLOG_HOSTNAME", "localhost")
+        self.proc_id = env.get("MESHLOG_PROC_ID", f"proc[{self.rank}]")
+        self.record_dir: str | None = env.get("MESHLOG_RECORD_DIR") or None
+        self.output_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._channel = env.get("BOOTSTRAP_LOG_CHANNEL") or None
+        self._client_addr = env.get("MESHLOG_CLIENT_ADDR") or None
+        self._journal = Journal(env.get("MESHLOG_JOURNAL_DIR") or None, f"rank{self.rank}")
+        self._acked = 0
+        self._acked_cond = threading.Condition()
+        self._quiesce_once = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fwd: LogForwardActor | None = None
+
+    # -- for workloads ----------------------------------------------------------------------
+
+    def wait_barrier(self, timeout: float) -> int | None:
+        """Block until the forwarder acks a barrier after this call began; None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._acked_cond:
+            start = self._acked
+            while self._acked <= start:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stopping.is_set():
+                    return None
+                self._acked_cond.wait(min(left, 0.1))
+            return self._acked
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the forwarder and wait until the bootstrap's two senders are connected."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._start_forwarder(ready))
+            except BaseException as exc:  # reported to the main thread below
+                failure.append(exc)
+                ready.set()
+                return
+            loop.run_forever()
+
+        threading.Thread(target=run, name="meshlog-forwarder", daemon=True).start()
+        if not ready.wait(START_TIMEOUT_S + 1):
+            failure.append(TimeoutError("forwarder did not start"))
+        if failure:
+            self._journal("forwarder_failed", error=repr(failure[0]))
+            print(f"meshlog child rank {self.rank}: forwarder failed: {failure[0]}", file=sys.stderr)
+
+    async def _start_forwarder(self, ready: threading.Event) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        self._fwd = LogForwardActor(
+            rank=self.rank,
+            hostname=self.hostname,
+            proc_id=self.proc_id,
+            channel=self._channel,
+            client_addr=self._client_addr,
+            journal=self._journal,
+            on_stop=self._stop_requested,
+            on_ack=self._on_ack,
+        )
+        await self._fwd.start(deadline)
+        if self._channel is not None:
+            try:
+                await asyncio.wait_for(self._fwd.senders_ready.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                self._journal("senders_missing", connected=sorted(self._fwd.senders))
+        ready.set()
+
+    def _on_ack(self, version: int) -> None:
+        with self._acked_cond:
+            self._acked = max(self._acked, version)
+            self._acked_cond.notify_all()
+
+    def _stop_requested(self) -> None:
+        self.stopping.set()
+        threading.Thread(target=self.finish, args=(0,), name="meshlog-quiesce", daemon=True).start()
+
+    def finish(self, code: int) -> NoReturn:
+        """Quiesce (once, whoever calls first) and exit with `code`."""
+        if not self._quiesce_once.acquire(blocking=False):
+            while True:  # the other caller is quiescing and will exit the process
+                time.sleep(3600)
+        self.stopping.set()
+        self.output_lock.acquire()  # held until exit: no write can start after this
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        self._journal("quiesced")
+        loop, fwd = self._loop, self._fwd
+        if loop is not None and fwd is not None and loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self._drain_tails(fwd), loop)
+            try:
+                fut.result(QUIESCE_TIMEOUT_S + 1)
+            except BaseException as exc:
+                self._journal("quiesce_incomplete", error=repr(exc))
+        self._journal("child_exit", code=code)
+        os._exit(code)
+
+    async def _drain_tails(self, fwd: LogForwardActor) -> None:
+        deadline = time.monotonic() + QUIESCE_TIMEOUT_S
+        if fwd.senders:
+            try:
+                await asyncio.wait_for(fwd.tails_done.wait(), deadline - time.monotonic())
+                self._journal("tails_relayed", streams=sorted(fwd.eof_streams))
+            except TimeoutError:
+                self._journal("tails_missing", streams=sorted(fwd.eof_streams))
+        await fwd.say_bye(deadline)
+        fwd.close()
+
+
+def run_child(workload: Callable[[ChildRuntime], int | None]) -> NoReturn:
+    """Run `workload` as a mesh child; quiesce and exit with its return code (0 for None)."""
+    rt = ChildRuntime()
+    rt.start()
+    try:
+        code = workload(rt) or 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    rt.finish(code)

@@ -1,0 +1,249 @@
+"""LogClientActor: the one client in the driver that every forwarder sends to.
+
+It records and prints what arrives (at once, or aggregated per window), and runs the
+versioned flush barriers. Every barrier caller gets an answer: completed, superseded by a
+newer barrier, or timed out naming the ranks that did not ack (SPEC 1.11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import wire
+from .aggregate import Aggregator
+from .channel import FrameConnection, serve
+from .journal import Journal
+
+Sink = Callable[[int, bytes], None]
+"""Where printed output goes: (target 0=stdout/1=stderr, bytes)."""
+
+
+def stdio_sink(target: int, data: bytes) -> None:
+    stream = sys.stdout if target == wire.STDOUT else sys.stderr
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+    else:
+        stream.write(data.decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class BarrierOutcome:
+    """How one barrier ended, for its caller."""
+
+    version: int
+    status: str  # "completed" | "superseded" | "timeout"
+    expected: tuple[int, ...]
+    acked_ranks: tuple[int, ...]
+    missing_ranks: tuple[int, ...]
+    latency_s: float
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass
+class _Barrier:
+    version: int
+    expected: frozenset[int]
+    started: float
+    future: asyncio.Future[BarrierOutcome]
+    acked: set[int] = field(default_factory=set)
+
+
+class LogClientActor:
+    """Serves the client address; all methods run on the driver's stack loop."""
+
+    def __init__(self, address: str, journal: Journal, sink: Sink | None = None) -> None:
+        self.address = address
+        self.journal = journal
+        self.sink: Sink = sink or stdio_sink
+        self.delivered: dict[tuple[int, str], list[bytes]] = {}
+        self.forwarders: dict[int, FrameConnection] = {}
+        self.said_bye: set[int] = set()
+        self.lost: set[int] = set()
+        self.connected = asyncio.Event()
+        self.version = 0
+        self.window: float | None = None
+        self.aggregators = (Aggregator(), Aggregator())
+        self._barrier: _Barrier | None = None
+        self._window_timer: asyncio.TimerHandle | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._server = await serve(self.address, self._accept)
+
+    def _accept(self) -> FrameConnection:
+        return FrameConnection(self._on_message, self._on_closed)
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _on_message(self, conn: FrameConnection, msg: list[Any]) -> None:
+        kind = msg[0]
+        if kind == wire.LOG:
+            self._on_log(conn.info["rank"], msg[1], msg[2], msg[3], msg[4])
+        elif kind == wire.FLUSH:
+            if msg[1] is not None:
+                self._on_ack(conn.info["rank"], msg[1])
+        elif kind == wire.HELLO:
+            conn.info = dict(msg[2])
+            rank = conn.info["rank"]
+            self.forwarders[rank] = conn
+            self.journal("forwarder_connected", rank=rank)
+            self._poke()
+        elif kind == wire.BYE:
+            rank = conn.info["rank"]
+            self.said_bye.add(rank)
+            self.journal("forwarder_bye", rank=rank)
+            barrier = self._barrier
+            if barrier is not None and rank in barrier.expected and rank not in barrier.acked:
+                # Bye means every line of that child is relayed: as good as an ack.
+                self._on_ack(rank, barrier.version, via="bye")
+            self._poke()
+
+    def _on_log(self, rank: int, hostname: str, proc_id: str, target: int, lines: list[bytes]) -> None:
+        key = (rank, wire.TARGETS[target])
+        got = self.delivered.get(key)
+        if got is None:
+            self.delivered[key] = got = []
+        got.extend(lines)
+        if self.window is None:
+            head = f"[{hostname} {proc_id}] ".encode()
+            self.sink(target, head + (b"\n" + head).join(lines) + b"\n")
+        else:
+            self.aggregators[target].add_many(ln.decode("utf-8", "replace") for ln in lines)
+            if self._window_timer is None:
+                loop = asyncio.get_running_loop()
+                self._window_timer = loop.call_later(self.window, self.print_aggregates)
+
+    def _on_closed(self, conn: FrameConnection, exc: BaseException | None) -> None:
+        rank = conn.info.get("rank")
+        if rank is None:
+            return
+        if rank not in self.said_bye:
+            self.lost.add(rank)
+            self.journal("forwarder_lost", rank=rank)
+        if self._barrier is not None and rank in self._barrier.expected:
+            pass  # the barrier will name it at its deadline
+        self._poke()
+
+    def _poke(self) -> None:
+        self._changed.set()
+
+    async def wait_until(self, predicate: Callable[[], bool], deadline: float) -> bool:
+        """Wait (bounded) until `predicate()` holds after some connection event."""
+        while not predicate():
+            self._changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                return predicate()
+        return True
+
+    # -- aggregation ------------------------------------------------------------------------
+
+    def set_aggregate(self, window: float | None) -> None:
+        """SetAggregate: switching to None prints what is pending first."""
+        if window is None and self.window is not None:
+            self.print_aggregates()
+        self.window = window
+
+    def print_aggregates(self) -> None:
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
+        for target, agg in enumerate(self.aggregators):
+            if agg:
+                n = agg.line_count
+                self.sink(target, agg.take().encode())
+                self.journal("aggregate_printed", target=wire.TARGETS[target], lines=n)
+
+    # -- barriers ---------------------------------------------------------------------------
+
+    def start_sync_flush(self, expected: frozenset[int]) -> _Barrier:
+        """StartSyncFlush: open barrier version+1; an open one is answered as superseded."""
+        self.version += 1
+        loop = asyncio.get_running_loop()
+        old = self._barrier
+        barrier = _Barrier(self.version, expected, time.monotonic(), loop.create_future())
+        self._barrier = barrier
+        if old is not None:
+            self.journal("barrier_superseded", version=old.version, by=barrier.version)
+            self._answer(old, "superseded")
+        self.journal("barrier_started", version=barrier.version, expected=len(expected))
+        if not expected:
+            self._complete(barrier)
+        return barrier
+
+    def cast_force_sync(self, barrier: _Barrier) -> None:
+        for rank in barrier.expected:
+            conn = self.forwarders.get(rank)
+            if conn is not None:
+                conn.send((wire.FORCE_SYNC, barrier.version))
+
+    def _on_ack(self, rank: int, version: int, via: str = "marker") -> None:
+        barrier = self._barrier
+        if barrier is None:
+            self.journal("barrier_no_open", version=version, rank=rank)
+            return
+        if version != barrier.version:
+            self.journal("barrier_stale", version=version, rank=rank, current=barrier.version)
+            return
+        if rank not in barrier.expected or rank in barrier.acked:
+            self.journal("barrier_unexpected_ack", version=version, rank=rank)
+            return
+        barrier.acked.add(rank)
+        self.journal("barrier_acked", version=version, rank=rank, via=via)
+        if len(barrier.acked) >= len(barrier.expected):
+            self._complete(barrier)
+
+    def _complete(self, barrier: _Barrier) -> None:
+        self.print_aggregates()
+        latency = time.monotonic() - barrier.started
+        self.journal("barrier_completed", version=barrier.version, latency_s=latency)
+        self._answer(barrier, "completed")
+
+    def expire(self, barrier: _Barrier) -> None:
+        """The caller's deadline passed: answer it, naming the ranks that did not ack."""
+        if barrier.future.done():
+            return
+        missing = sorted(barrier.expected - barrier.acked)
+        self.journal("barrier_timeout", version=barrier.version, missing=missing)
+        self._answer(barrier, "timeout")
+
+    def _answer(self, barrier: _Barrier, status: str) -> None:
+        if self._barrier is barrier:
+            self._barrier = None
+        if barrier.future.done():
+            return
+        barrier.future.set_result(
+            BarrierOutcome(
+                version=barrier.version,
+                status=status,
+                expected=tuple(sorted(barrier.expected)),
+                acked_ranks=tuple(sorted(barrier.acked)),
+                missing_ranks=tuple(sorted(barrier.expected - barrier.acked)),
+                latency_s=time.monotonic() - barrier.started,
+            )
+        )
+
+    def set_mode(self, stream_to_client: bool) -> None:
+        for conn in self.forwarders.values():
+            conn.send((wire.SET_MODE, stream_to_client))
+
+    def close(self) -> None:
+        self.print_aggregates()
+        if self._server is not None:
+            self._server.close()
+        for conn in self.forwarders.values():
+            conn.close()

@@ -1,0 +1,211 @@
+"""LogForwardActor: lives in the child, relays its framed output to the driver's client.
+
+It serves the child's BOOTSTRAP_LOG_CHANNEL (the bootstrap's senders dial in), dials that
+address itself to inject markers in-band, and dials the client. Barriers are strong: the
+ack for version v waits for the self-dialed marker *and* for a Flush(v) from every live
+sender, which the bootstrap posts only after draining that pipe. So an ack means every
+byte the child wrote before the barrier began has been relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import wire
+from .channel import FrameConnection, dial, serve
+from .journal import Journal
+
+HEARTBEAT_S = 1.0
+
+
+class LogForwardActor:
+    """One per child; all methods run on the child's forwarder loop."""
+
+    def __init__(
+        self,
+        *,
+        rank: int,
+        hostname: str,
+        proc_id: str,
+        channel: str | None,
+        client_addr: str | None,
+        journal: Journal,
+        on_stop: Callable[[], None],
+        on_ack: Callable[[int], None],
+    ) -> None:
+        self.rank = rank
+        self.hostname = hostname
+        self.proc_id = proc_id
+        self.channel = channel
+        self.client_addr = client_addr
+        self.journal = journal
+        self.on_stop = on_stop
+        self.on_ack = on_ack
+        self.stream_to_client = True
+        self.client: FrameConnection | None = None
+        self.senders: dict[str, FrameConnection] = {}
+        self.senders_ready = asyncio.Event()
+        self.eof_streams: set[str] = set()
+        self.tails_done = asyncio.Event()
+        self._self_tx: FrameConnection | None = None
+        self._pending: dict[int, set[object]] = {}
+        self._heartbeat_due = False
+        self._server: asyncio.AbstractServer | None = None
+        self._tmpdir: str | None = None
+        self._paused = False
+
+    async def start(self, deadline: float) -> None:
+        """Serve the channel, self-dial it, dial the client, start the heartbeat."""
+        path = self.channel
+        if path is None:  # no bootstrap: serve an ephemeral address nobody dials
+            import tempfile
+
+            self._tmpdir = tempfile.mkdtemp(prefix="ml-fwd-")
+            path = os.path.join(self._tmpdir, "fwd.sock")
+        self._server = await serve(path, self._accept)
+        self._self_tx = await dial(path, FrameConnection(_ignore), deadline, what="self-dial")
+        self._self_tx.send((wire.HELLO, "self", {}))
+        if self.client_addr:
+            client = FrameConnection(self._on_client_message, self._on_client_closed)
+            client.on_pause = self._pause_senders
+            client.on_resume = self._resume_senders
+            self.client = await dial(self.client_addr, client, deadline, what="log client")
+            info = {"rank": self.rank, "hostname": self.hostname, "proc_id": self.proc_id}
+            client.send((wire.HELLO, "forwarder", {**info, "pid": os.getpid()}))
+        self.journal("forwarder_started", rank=self.rank, channel=path)
+        self._post_heartbeat()
+
+    # -- served channel -------------------------------------------------------------------
+
+    def _accept(self) -> FrameConnection:
+        return FrameConnection(self._on_channel_message, self._on_channel_closed)
+
+    def _on_channel_message(self, conn: FrameConnection, msg: list[Any]) -> None:
+        kind = msg[0]
+        if kind == wire.LOG:
+            if self.stream_to_client and self.client is not None:
+                self.client.send(tuple(msg))
+        elif kind == wire.FLUSH:
+            version = msg[1]
+            if version is not None:
+                self._marker_in(version, conn)
+            elif conn.info.get("role") == "self":
+                self._heartbeat_due = False
+                asyncio.get_running_loop().call_later(HEARTBEAT_S, self._post_heartbeat)
+            else:  # a sender's Flush(None): its stream hit EOF and its tail is in
+                self.eof_streams.add(conn.info["stream"])
+                self._check_tails()
+        elif kind == wire.HELLO:
+            conn.info = {"role": msg[1], **msg[2]}
+            if msg[1] == "sender":
+                self.senders[msg[2]["stream"]] = conn
+                if self._paused:
+                    conn.pause_reading()
+                if len(self.senders) == 2:
+                    self.senders_ready.set()
+        elif kind == wire.STOP:
+            self.journal("stop_requested")
+            self.on_stop()
+
+    def _on_channel_closed(self, conn: FrameConnection, exc: BaseException | None) -> None:
+        if conn.info.get("role") != "sender":
+            return
+        stream = conn.info["stream"]
+        if stream not in self.eof_streams:
+            self.eof_streams.add(stream)
+            self._check_tails()
+        for version in list(self._pending):
+            self._marker_in(version, conn)
+
+    def _check_tails(self) -> None:
+        if self.senders_ready.is_set() and len(self.eof_streams) >= 2:
+            self.tails_done.set()
+
+    def _post_heartbeat(self) -> None:
+        if self._heartbeat_due or self._self_tx is None:
+            return
+        self._heartbeat_due = self._self_tx.send((wire.FLUSH, None))
+
+    # -- barrier ------------------------------------------------------------------------
+
+    def force_sync_flush(self, version: int) -> None:
+        """Post Flush(version) in-band on the self-dial and ask every live sender to sync."""
+        waiting: set[object] = {"self"}
+        for conn in self.senders.values():
+            if conn.send((wire.SYNC, version)):
+                waiting.add(conn)
+        self._pending[version] = waiting
+        if self._self_tx is None or not self._self_tx.send((wire.FLUSH, version)):
+            self._marker_in(version, "self")
+
+    def _marker_in(self, version: int, source: object) -> None:
+        if isinstance(source, FrameConnection) and source.info.get("role") == "self":
+            source = "self"
+        waiting = self._pending.get(version)
+        if waiting is None:
+            return
+        waiting.discard(source)
+        if not waiting:
+            del self._pending[version]
+            if self.client is not None:
+                self.client.send((wire.FLUSH, version))
+            self.on_ack(version)
+
+    # -- client side ----------------------------------------------------------------------
+
+    def _on_client_message(self, conn: FrameConnection, msg: list[Any]) -> None:
+        kind = msg[0]
+        if kind == wire.FORCE_SYNC:
+            self.force_sync_flush(msg[1])
+        elif kind == wire.SET_MODE:
+            self.stream_to_client = bool(msg[1])
+
+    def _on_client_closed(self, conn: FrameConnection, exc: BaseException | None) -> None:
+        self._resume_senders()
+
+    def _pause_senders(self) -> None:
+        self._paused = True
+        for conn in self.senders.values():
+            conn.pause_reading()
+
+    def _resume_senders(self) -> None:
+        self._paused = False
+        for conn in self.senders.values():
+            conn.resume_reading()
+
+    async def say_bye(self, deadline: float) -> bool:
+        """Tell the client the tails are relayed and wait until that has left the process."""
+        client = self.client
+        if client is None:
+            return True
+        client.send((wire.BYE, {"eof_streams": sorted(self.eof_streams)}))
+        return await client.flush_out(deadline)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self.channel is not None and os.path.exists(self.channel):
+            _unlink(self.channel)
+        if self._tmpdir is not None:
+            import shutil
+
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def _ignore(conn: FrameConnection, msg: list[Any]) -> None:
+    """The self-dial only sends."""
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def monotonic_deadline(seconds: float) -> float:
+    return time.monotonic() + seconds

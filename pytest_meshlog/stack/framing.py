@@ -1,0 +1,89 @@
+"""Turning a pipe's byte stream into log lines, as the tee does (SPEC 1.3).
+
+Rules, in order, for each line (the bytes up to a `\\n`, or the final partial line):
+a trailing `\\r` of a `\\r\\n` ending is dropped; bytes are decoded as UTF-8 with
+replacement characters; a line over MAX_LINE_SIZE bytes is cut at the last character
+boundary at or below it and suffixed TRUNCATED_SUFFIX; then the `[rank] ` prefix.
+"""
+
+from __future__ import annotations
+
+from .config import MAX_LINE_SIZE
+
+TRUNCATED_SUFFIX = "... [TRUNCATED]"
+
+# A line's bytes past this point cannot change its truncated form: every raw byte decodes
+# to at least one byte, and a UTF-8 character is at most four bytes long.
+_KEEP = MAX_LINE_SIZE + 4
+
+
+def finish_line(raw: bytes, prefix: bytes = b"", overflowed: bool = False) -> bytes:
+    """Apply decoding, truncation and prefix to one line's raw bytes (no newline)."""
+    if raw.isascii() and not overflowed and len(raw) <= MAX_LINE_SIZE:
+        return prefix + raw
+    text = raw.decode("utf-8", errors="replace").encode("utf-8")
+    if overflowed or len(text) > MAX_LINE_SIZE:
+        cut = MAX_LINE_SIZE
+        while cut > 0 and (text[cut] & 0xC0) == 0x80:  # a continuation byte: not a boundary
+            cut -= 1
+        text = text[:cut] + TRUNCATED_SUFFIX.encode()
+    return prefix + text
+
+
+class LineFramer:
+    """Incremental framer: feed chunks, get finished lines; memory bounded per line."""
+
+    __slots__ = ("_buf", "_overflowed", "_prefix")
+
+    def __init__(self, prefix: bytes = b"") -> None:
+        self._prefix = prefix
+        self._buf = b""
+        self._overflowed = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Frame a chunk; returns the lines it completed (possibly none)."""
+        if b"\n" not in chunk:
+            self._append(chunk)
+            return []
+        parts = chunk.split(b"\n")
+        last = parts.pop()
+        first = parts[0]
+        if self._buf or self._overflowed:
+            self._append(first)
+            first = self._buf
+            overflowed = self._overflowed
+            self._buf, self._overflowed = b"", False
+        else:
+            overflowed = False
+        parts[0] = first
+        prefix = self._prefix
+        out: list[bytes] = []
+        for i, raw in enumerate(parts):
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            out.append(finish_line(raw, prefix, overflowed and i == 0))
+        self._append(last)
+        return out
+
+    def take_partial(self) -> bytes | None:
+        """The final partial line (finished by the rules), or None; empties the buffer."""
+        if not self._buf and not self._overflowed:
+            return None
+        line = finish_line(self._buf, self._prefix, self._overflowed)
+        self._buf, self._overflowed = b"", False
+        return line
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for the current partial line."""
+        return len(self._buf)
+
+    def _append(self, data: bytes) -> None:
+        if not data:
+            return
+        room = _KEEP - len(self._buf)
+        if len(data) > room:
+            self._buf += data[: max(room, 0)]
+            self._overflowed = True
+        else:
+            self._buf += data

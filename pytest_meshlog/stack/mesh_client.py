@@ -1,0 +1,398 @@
+"""LoggingMeshClient: the driver's handle on a mesh (spawn, set_mode, flush, stop).
+
+The stack's asyncio loop runs in one background thread of the driver; these methods are
+synchronous, and each waits with a deadline. Whatever happens, `close()` leaves no
+process, socket or directory behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .channel import FrameConnection, private_dir
+from .client import BarrierOutcome, LogClientActor, Sink
+from .config import ConfigError, StackConfig
+from .journal import Event, Journal, read_journal
+from .procs import set_parent_death_signal
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What to run as one child; its rank is its index in the spawn list."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    code: int | None
+    signal: int | None
+    killed_by_stack: str | None = None
+
+
+@dataclass
+class StopOutcome:
+    """What `stop()` saw: the pre-stop barrier, exits, peek tails, files, and problems."""
+
+    barrier: BarrierOutcome
+    exits: dict[int, ExitInfo]
+    tails: dict[int, dict[str, list[str]]]
+    files: list[str]
+    unconfirmed_ranks: tuple[int, ...]
+    problems: list[str]
+    duration_s: float
+
+
+class MeshError(RuntimeError):
+    """The mesh could not do what was asked within its deadline; says what was waited for."""
+
+
+@dataclass
+class _Host:
+    index: int
+    proc: subprocess.Popen[bytes]
+    ctl: FrameConnection
+    ranks: list[int]
+    inbox: asyncio.Queue[list[Any] | None]
+    console: tuple[str, str]
+
+
+class LoggingMeshClient:
+    """Spawns bootstrap hosts and children and runs the client actor in this process."""
+
+    def __init__(
+        self,
+        config: StackConfig | None = None,
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        hosts: int = 1,
+        aggregate_window_sec: float | None = None,
+        stream_to_client: bool = True,
+        sink: Sink | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.config = config if config is not None else StackConfig.from_env()
+        if hosts < 1:
+            raise ConfigError(f"hosts={hosts!r} must be at least 1")
+        if aggregate_window_sec is not None and not stream_to_client:
+            raise ConfigError("aggregate_window_sec is set but stream_to_client is false")
+        self.hosts = hosts
+        self.python = python
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(private_dir("ml-work-"))
+        self.journal_dir = self.workdir / "journal"
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.record_dir = self.workdir / "records"
+        self.record_dir.mkdir(exist_ok=True)
+        self.sockdir = private_dir()
+        self.journal = Journal(self.journal_dir, "driver")
+        self.client = LogClientActor(os.path.join(self.sockdir, "client.sock"), self.journal, sink)
+        self.stream_to_client = stream_to_client
+        self.aggregate_window_sec = aggregate_window_sec
+        self.exits: dict[int, ExitInfo] = {}
+        self.host_of: dict[int, int] = {}
+        self._hosts: list[_Host] = []
+        self._exited = threading.Event()
+        self._closed = False
+        self._stopped: StopOutcome | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="meshlog-stack", daemon=True)
+        self._thread.start()
+        self._call(self.client.start(), 10.0, "the log client to listen")
+        self.client.set_aggregate(aggregate_window_sec)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise MeshError(f"timed out after {timeout:.1f}s waiting for {what}") from None
+
+    @property
+    def ranks(self) -> list[int]:
+        return sorted(self.host_of)
+
+    # -- spawn ------------------------------------------------------------------------------
+
+    def spawn(self, children: Sequence[ChildSpec], timeout: float = 30.0) -> None:
+        """Start the hosts and children; returns once every forwarder is connected (or its
+        child already exited)."""
+        if self._hosts:
+            raise MeshError("this mesh client has already spawned its children")
+        if not children:
+            raise ConfigError("spawn needs at least one child")
+        per_host = -(-len(children) // self.hosts)
+        self._call(self._spawn(list(children), per_host, timeout), timeout + 5, "spawn")
+
+    async def _spawn(self, children: list[ChildSpec], per_host: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        forwarding = self.config.enable_log_forwarding
+        base_env = {**os.environ, **self.config.to_env()}
+        for h in range(self.hosts):
+            ranks = list(range(h * per_host, min(len(children), (h + 1) * per_host)))
+            host = await self._start_host(h, base_env)
+            host.ranks = ranks
+            specs = []
+            for rank in ranks:
+                self.host_of[rank] = h
+                env = {**base_env, **children[rank].env}
+                env.update(
+                    MESHLOG_RANK=str(rank),
+                    MESHLOG_HOSTNAME=f"host{h}",
+                    MESHLOG_PROC_ID=f"proc[{rank}]",
+                    MESHLOG_JOURNAL_DIR=str(self.journal_dir),
+                    MESHLOG_RECORD_DIR=str(self.record_dir),
+                )
+                if forwarding:
+                    env["BOOTSTRAP_LOG_CHANNEL"] = os.path.join(self.sockdir, f"c{rank}.sock")
+                    env["MESHLOG_CLIENT_ADDR"] = self.client.address
+                else:
+                    env.pop("BOOTSTRAP_LOG_CHANNEL", None)
+                    env.pop("MESHLOG_CLIENT_ADDR", None)
+                specs.append({"rank": rank, "argv": list(children[rank].argv), "env": env})
+            host.ctl.send(("spawn", specs))
+        for host in self._hosts:
+            waiting = set(host.ranks)
+            while waiting:
+                msg = await self._next(host, deadline, f"host{host.index} to spawn ranks {sorted(waiting)}")
+                if msg[0] == "spawned":
+                    waiting.discard(msg[1])
+        if forwarding:
+            ok = await self.client.wait_until(self._all_forwarders_in, deadline)
+            if not ok:
+                missing = [r for r in self.ranks if r not in self.client.forwarders and r not in self.exits]
+                raise MeshError(f"forwarders of ranks {missing} did not connect within {timeout:.1f}s")
+        if not self.stream_to_client:
+            self.client.set_mode(False)
+
+    def _all_forwarders_in(self) -> bool:
+        return all(r in self.client.forwarders or r in self.exits for r in self.ranks)
+
+    async def _start_host(self, h: int, env: dict[str, str]) -> _Host:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out = str(self.workdir / f"console-host{h}.stdout")
+        err = str(self.workdir / f"console-host{h}.stderr")
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            proc = subprocess.Popen(
+                [self.python, "-m", "pytest_meshlog.stack.bootstrap", "--host", str(h),
+                 "--ctl-fd", str(child.fileno()), "--journal-dir", str(self.journal_dir)],
+                stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, env=env,
+                pass_fds=(child.fileno(),), preexec_fn=set_parent_death_signal,
+            )  # fmt: skip
+        child.close()
+        parent.setblocking(False)
+        inbox: asyncio.Queue[list[Any] | None] = asyncio.Queue()
+        host = _Host(h, proc, FrameConnection(lambda c, m: None), [], inbox, (out, err))
+        host.ctl = FrameConnection(
+            lambda c, m: self._on_host_message(host, m), lambda c, e: inbox.put_nowait(None)
+        )
+        await self._loop.connect_accepted_socket(lambda: host.ctl, parent)
+        self._hosts.append(host)
+        msg = await self._next(host, time.monotonic() + 15.0, f"host{h} to start")
+        if msg[0] != "ready":
+            raise MeshError(f"host{h} said {msg!r} instead of ready")
+        return host
+
+    def _on_host_message(self, host: _Host, msg: list[Any]) -> None:
+        if msg[0] == "exited":
+            self.exits[msg[1]] = ExitInfo(msg[2], msg[3], self.exits.get(msg[1], ExitInfo(0, 0)).killed_by_stack)
+            self.client._poke()
+        host.inbox.put_nowait(msg)
+
+    async def _next(self, host: _Host, deadline: float, what: str) -> list[Any]:
+        """The host's next control reply other than an exit notice."""
+        while True:
+            try:
+                msg = await asyncio.wait_for(host.inbox.get(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise MeshError(f"timed out waiting for {what}") from None
+            if msg is None:
+                if host.ctl.frame_error is not None:
+                    raise MeshError(f"host{host.index} sent a bad frame ({host.ctl.frame_error}) while waiting for {what}")
+                code = host.proc.poll()
+                err = Path(host.console[1]).read_text(errors="replace")[-2000:]
+                raise MeshError(f"host{host.index} went away (exit {code}) while waiting for {what}:\n{err}")
+            if msg[0] != "exited":
+                return msg
+
+    # -- runtime control --------------------------------------------------------------------
+
+    def set_mode(
+        self, *, stream_to_client: bool, aggregate_window_sec: float | None = None, level: int | None = None
+    ) -> None:
+        """SetMode to every forwarder and SetAggregate to the client; a window needs streaming."""
+        if aggregate_window_sec is not None and not stream_to_client:
+            raise ConfigError(
+                f"aggregate_window_sec={aggregate_window_sec!r} needs stream_to_client=True"
+            )
+
+        async def apply() -> None:
+            self.client.set_mode(stream_to_client)
+            self.client.set_aggregate(aggregate_window_sec)
+
+        self.stream_to_client = stream_to_client
+        self.aggregate_window_sec = aggregate_window_sec
+        self._call(apply(), 5.0, "set_mode")
+
+    def flush(self, timeout: float = 10.0) -> BarrierOutcome:
+        """Barrier across all connected forwarders; ends by `timeout`, naming missing ranks."""
+        return self._call(self._flush(timeout), timeout + 5.0, "a flush barrier")
+
+    async def _flush(self, timeout: float) -> BarrierOutcome:
+        expected = frozenset(
+            r for r, c in self.client.forwarders.items() if c.active and r not in self.client.said_bye
+        )
+        barrier = self.client.start_sync_flush(expected)
+        self.client.cast_force_sync(barrier)
+        try:
+            return await asyncio.wait_for(asyncio.shield(barrier.future), timeout)
+        except TimeoutError:
+            self.client.expire(barrier)
+            return barrier.future.result()
+
+    def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "killed by the test") -> None:
+        host = self._hosts[self.host_of[rank]]
+        self._loop.call_soon_threadsafe(host.ctl.send, ("kill", rank, int(sig), reason))
+
+    def wait_children(self, timeout: float) -> dict[int, ExitInfo]:
+        """Wait until every child exited on its own; MeshError names the ranks still running."""
+        async def wait() -> bool:
+            return await self.client.wait_until(
+                lambda: all(r in self.exits for r in self.ranks), time.monotonic() + timeout
+            )
+
+        if not self._call(wait(), timeout + 5.0, "children to exit"):
+            running = [r for r in self.ranks if r not in self.exits]
+            raise MeshError(f"ranks {running} still running after {timeout:.1f}s")
+        return dict(self.exits)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 15.0) -> StopOutcome:
+        """Barrier first, then quiesce and stop the children, then tear everything down."""
+        if self._stopped is not None:
+            return self._stopped
+        outcome = self._call(self._stop(timeout), timeout + 10.0, "stop")
+        self._stopped = outcome
+        self.close()
+        return outcome
+
+    async def _stop(self, timeout: float) -> StopOutcome:
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        self.journal("stop_begin")
+        problems: list[str] = []
+        barrier = await self._flush(min(timeout * 0.3, 5.0))
+        if not barrier.completed:
+            problems.append(f"pre-stop barrier v{barrier.version} {barrier.status}: missing ranks {list(barrier.missing_ranks)}")
+        tails: dict[int, dict[str, list[str]]] = {}
+        files: list[str] = []
+        for host in self._hosts:
+            host.ctl.send(("stop", max(1.0, (deadline - time.monotonic()) * 0.8)))
+        for host in self._hosts:
+            try:
+                msg = await self._next(host, deadline, f"host{host.index} to stop ranks {host.ranks}")
+            except MeshError as exc:
+                problems.append(str(exc))
+                continue
+            result = msg[1]
+            for rank, (code, sig, killed) in result["exits"].items():
+                self.exits[int(rank)] = ExitInfo(code, sig, killed)
+            tails.update({int(r): t for r, t in result["tails"].items()})
+            files.extend(result["files"])
+        if self.config.enable_log_forwarding:
+            await self.client.wait_until(
+                lambda: all(
+                    r in self.client.said_bye or r in self.client.lost or r not in self.client.forwarders
+                    for r in self.ranks
+                ),
+                max(time.monotonic() + 0.5, deadline),
+            )
+        unconfirmed = tuple(r for r in self.ranks if r not in self.client.said_bye)
+        if self.config.enable_log_forwarding and unconfirmed:
+            problems.append(f"ranks {list(unconfirmed)} exited without confirming their final lines")
+        self.client.print_aggregates()
+        for host in self._hosts:
+            host.ctl.send(("shutdown",))
+        for host in self._hosts:
+            await self._reap_host(host, max(time.monotonic() + 1.0, deadline))
+        self.journal("stop_end")
+        return StopOutcome(barrier, dict(self.exits), tails, files, unconfirmed, problems, time.monotonic() - t0)
+
+    async def _reap_host(self, host: _Host, deadline: float) -> None:
+        while host.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if host.proc.poll() is None:
+            host.proc.kill()
+            host.proc.wait()
+
+    # -- evidence ---------------------------------------------------------------------------
+
+    @property
+    def delivered(self) -> dict[tuple[int, str], list[bytes]]:
+        return self.client.delivered
+
+    def read_journal(self) -> list[Event]:
+        return read_journal(self.journal_dir)
+
+    def console_paths(self) -> list[tuple[str, str]]:
+        return [host.console for host in self._hosts]
+
+    # -- cleanup ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Kill whatever still runs and remove sockets; idempotent, never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        for host in self._hosts:
+            if host.proc.poll() is None:
+                host.proc.kill()  # its children die with it (parent-death signal)
+        for host in self._hosts:
+            try:
+                host.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                pass
+
+        async def shutdown() -> None:
+            self.client.close()
+            for host in self._hosts:
+                host.ctl.close()
+            await asyncio.sleep(0)
+
+        try:
+            self._call(shutdown(), 5.0, "the client to close")
+        except Exception:
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+        self.journal.close()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LoggingMeshClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

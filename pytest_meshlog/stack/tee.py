@@ -1,0 +1,205 @@
+"""The tee and its controller, StreamFwder: one per child per stream, on the bootstrap.
+
+The tee reads the child's pipe, writes each raw chunk to the bootstrap's own console,
+frames lines, and posts bounded batches to the sender and the file appender. It is
+driven by readiness callbacks, so `sync` and `abort` can drain what is readable *now*
+(stop never races EOF), and a paused sender stops the reading (backpressure to the child).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fcntl
+import os
+import struct
+import termios
+from typing import TYPE_CHECKING
+
+from .framing import LineFramer
+from .journal import Journal
+
+if TYPE_CHECKING:
+    from .file_appender import FileAppender
+    from .sender import LocalLogSender
+
+CHUNK = 8192
+PEEK_LINES = 100
+_READS_PER_WAKEUP = 16
+
+
+class StreamFwder:
+    """Controller for one tee: owns the pipe fd, the peek ring and a level-triggered stop."""
+
+    def __init__(
+        self,
+        *,
+        rank: int,
+        stream: str,
+        fd: int,
+        console_fd: int,
+        sender: LocalLogSender | None,
+        files: FileAppender | None,
+        prefix: bytes,
+        batch_lines: int,
+        journal: Journal,
+    ) -> None:
+        self.rank = rank
+        self.stream = stream
+        self.fd = fd
+        self.console_fd = console_fd
+        self.sender = sender
+        self.files = files
+        self.batch_lines = batch_lines
+        self.journal = journal
+        self.framer = LineFramer(prefix)
+        self.recent: collections.deque[bytes] = collections.deque(maxlen=PEEK_LINES)
+        self.stop = asyncio.Event()
+        self.done = asyncio.Event()
+        self.bytes_read = 0
+        self.lines_framed = 0
+        self.error: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._reading = False
+        self._paused = False
+        os.set_blocking(fd, False)
+        if sender is not None:
+            sender.on_sync = self.sync
+            if sender.conn is not None:
+                sender.conn.on_pause = self._pause
+                sender.conn.on_resume = self._resume
+
+    def start(self) -> None:
+        self._set_reading(True)
+
+    def peek(self) -> list[bytes]:
+        """The most recent lines, oldest first."""
+        return list(self.recent)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _set_reading(self, on: bool) -> None:
+        if self.done.is_set():
+            on = False
+        if on and not self._reading:
+            self._loop.add_reader(self.fd, self._on_readable)
+        elif not on and self._reading:
+            self._loop.remove_reader(self.fd)
+        self._reading = on
+
+    def _pause(self) -> None:
+        self._paused = True
+        self._set_reading(False)
+
+    def _resume(self) -> None:
+        self._paused = False
+        self._set_reading(not self.stop.is_set())
+
+    def _on_readable(self) -> None:
+        for _ in range(_READS_PER_WAKEUP):
+            if not self._read_once() or self._paused:
+                return
+
+    def _read_once(self, size: int = CHUNK) -> int:
+        """Read one chunk and forward it; 0 when nothing is readable now (or at EOF)."""
+        try:
+            chunk = os.read(self.fd, size)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self.error = exc
+            self._eof()
+            return 0
+        if not chunk:
+            self._eof()
+            return 0
+        self.bytes_read += len(chunk)
+        self._console(chunk)
+        lines = self.framer.feed(chunk)
+        if lines:
+            self._forward(lines)
+        return len(chunk)
+
+    def drain(self) -> int:
+        """Forward what is in the pipe right now (not what a busy writer adds meanwhile)."""
+        before = self.bytes_read
+        if self.done.is_set():
+            return 0
+        try:
+            budget = struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            budget = 0
+        while budget > 0 and not self.done.is_set():
+            n = self._read_once(min(CHUNK, budget))
+            if not n:
+                break
+            budget -= n
+        return self.bytes_read - before
+
+    def _console(self, chunk: bytes) -> None:
+        try:
+            while chunk:
+                chunk = chunk[os.write(self.console_fd, chunk) :]
+        except BlockingIOError:
+            pass  # a console that cannot keep up loses console bytes, never log lines
+        except OSError as exc:
+            self.error = exc
+
+    def _forward(self, lines: list[bytes]) -> None:
+        self.lines_framed += len(lines)
+        self.recent.extend(lines)
+        n = self.batch_lines
+        for start in range(0, len(lines), n):
+            batch = lines[start : start + n] if len(lines) > n else lines
+            if self.sender is not None:
+                self.sender.send(batch)
+            if self.files is not None:
+                self.files.post(self.stream, batch)
+
+    def _eof(self) -> None:
+        """The pipe is done: forward the final partial line, post Flush(None) exactly once."""
+        if self.done.is_set():
+            return
+        self._set_reading(False)
+        self.done.set()
+        tail = self.framer.take_partial()
+        if tail is not None:
+            self._forward([tail])
+            self.journal("partial_forwarded", rank=self.rank, stream=self.stream, nbytes=len(tail))
+        self.journal("eof", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal("console_bytes", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        if self.sender is not None:
+            self.sender.flush(None)
+            self.journal("flush_none_posted", rank=self.rank, stream=self.stream)
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+    # -- barrier and stop -------------------------------------------------------------------
+
+    def sync(self, version: int) -> None:
+        """A barrier reached this stream: drain the pipe, then post Flush(version) behind it."""
+        self.drain()
+        if self.sender is not None:
+            self.sender.flush(version)
+
+    async def abort(self) -> tuple[list[bytes], BaseException | None]:
+        """Stop the tee after draining what is readable; returns (peek lines, error)."""
+        self.stop.set()
+        drained = self.drain()
+        if not self.done.is_set():
+            self._read_once()  # tells EOF (b"") apart from an open, empty pipe
+        eof = self.done.is_set()
+        if not eof:  # the pipe is still open (the child is wedged): this is the end anyway
+            self._eof()
+        lines = self.peek()
+        self.journal(
+            "abort",
+            rank=self.rank,
+            stream=self.stream,
+            peek=[ln.decode("utf-8", "replace") for ln in lines[-10:]],
+            drained_bytes=drained,
+            eof=eof,
+        )
+        return lines, self.error
