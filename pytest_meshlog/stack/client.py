@@ -65,6 +65,7 @@ class LogClientActor:
         self.journal = journal
         self.sink: Sink = sink or stdio_sink
         self.delivered: dict[tuple[int, str], list[bytes]] = {}
+        self.max_batch = 0
         self.forwarders: dict[int, FrameConnection] = {}
         self.said_bye: set[int] = set()
         self.lost: set[int] = set()
@@ -114,6 +115,8 @@ class LogClientActor:
         if got is None:
             self.delivered[key] = got = []
         got.extend(lines)
+        if len(lines) > self.max_batch:
+            self.max_batch = len(lines)
         if self.window is None:
             head = f"[{hostname} {proc_id}] ".encode()
             self.sink(target, head + (b"\n" + head).join(lines) + b"\n")

@@ -1,4 +1,8 @@
-"""Small hand-written children for the stack's own tests (no fake_procs involved)."""
+"""Small hand-written children for the stack's own tests (no fake_procs involved).
+
+Usage: python simple.py MODE [N]. Every mode writes straight to fds 1 and 2 under the
+runtime's output lock, so what a child wrote is exactly what its mode says.
+"""
 
 from __future__ import annotations
 
@@ -10,35 +14,46 @@ import time
 from pytest_meshlog.stack.child import ChildRuntime, run_child
 
 
+def write(rt: ChildRuntime, fd: int, data: bytes) -> None:
+    with rt.output_lock:
+        if not rt.stopping.is_set():
+            os.write(fd, data)
+
+
 def workload(rt: ChildRuntime) -> int:
     mode = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    if mode == "lines":
-        with rt.output_lock:
-            for i in range(n):
-                os.write(1, f"out {rt.rank} {i}\n".encode())
-                os.write(2, f"err {rt.rank} {i}\n".encode())
-            os.write(1, b"tail-out")
-            os.write(2, b"tail-err")
+    if mode == "lines":  # n lines per stream, then a partial tail on each
+        for i in range(n):
+            write(rt, 1, f"out {rt.rank} {i}\n".encode())
+            write(rt, 2, f"err {rt.rank} {i}\n".encode())
+        write(rt, 1, b"tail-out")
+        write(rt, 2, b"tail-err")
         return 0
-    if mode == "hang":
-        with rt.output_lock:
-            os.write(1, b"hanging\npartial")
+    if mode == "hang":  # a partial line, then wait to be stopped
+        write(rt, 1, b"hanging\npartial")
         while not rt.stopping.is_set():
-            time.sleep(0.01)
+            time.sleep(0.005)
         return 0
-    if mode == "crash":
-        with rt.output_lock:
-            for i in range(n):
-                os.write(1, f"out {rt.rank} {i}\n".encode())
+    if mode == "sigkill":  # n lines, then die without quiescing
+        for i in range(n):
+            write(rt, 1, f"out {rt.rank} {i}\n".encode())
         os.kill(os.getpid(), signal.SIGKILL)
-    if mode == "phases":
-        with rt.output_lock:
-            os.write(1, b"phase1\n")
-        rt.wait_barrier(10.0)
-        with rt.output_lock:
-            os.write(1, b"phase2\n")
+    if mode == "phases":  # phase 1, wait for a barrier, phase 2
+        write(rt, 1, b"phase1\n")
+        got = rt.wait_barrier(20.0)
+        write(rt, 1, f"phase2 after v{got}\n".encode())
         return 0
+    if mode == "flood":  # n 41-byte lines as fast as the pipe takes them
+        line = b"x" * 40 + b"\n"
+        block = line * 200
+        for _ in range(n // 200):
+            write(rt, 1, block)
+        write(rt, 1, line * (n % 200))
+        return 0
+    if mode == "exit3":
+        write(rt, 1, b"about to exit 3\n")
+        os._exit(3)
     raise SystemExit(f"unknown mode {mode!r}")
 
 

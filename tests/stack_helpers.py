@@ -1,0 +1,51 @@
+"""Shared bits of the stack's integration tests: real meshes of tests/children/simple.py."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pytest_meshlog.stack import ChildSpec, LoggingMeshClient, StackConfig
+from pytest_meshlog.stack.journal import Event
+
+SIMPLE = str(Path(__file__).parent / "children" / "simple.py")
+
+
+def child(mode: str, n: int = 3) -> ChildSpec:
+    return ChildSpec([sys.executable, SIMPLE, mode, str(n)])
+
+
+class Captured:
+    """A sink that keeps what the client printed, per target."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = [b"", b""]
+
+    def __call__(self, target: int, data: bytes) -> None:
+        self.out[target] += data
+
+
+@contextmanager
+def mesh(
+    tmp_path: Path, children: Sequence[ChildSpec], *, hosts: int = 1, **config: Any
+) -> Iterator[LoggingMeshClient]:
+    aggregate = config.pop("aggregate_window_sec", None)
+    cfg = StackConfig(**{"enable_log_forwarding": True, **config})
+    client = LoggingMeshClient(
+        cfg, workdir=tmp_path / "mesh", hosts=hosts, aggregate_window_sec=aggregate, sink=Captured()
+    )
+    try:
+        client.spawn(children)
+        yield client
+    finally:
+        client.close()
+
+
+def events(client: LoggingMeshClient, name: str, **match: Any) -> list[Event]:
+    return [
+        e for e in client.read_journal()
+        if e["ev"] == name and all(e.get(k) == v for k, v in match.items())
+    ]  # fmt: skip
