@@ -83,7 +83,10 @@ def test_file_appender_close_is_level_triggered(tmp_path: Path) -> None:
 
     files = run(scenario())
     assert Path(files.paths["stdout"]).read_bytes() == b"first\n"
-    assert any(e["ev"] == "file_post_after_close" for e in read_journal(tmp_path))
+    journal = read_journal(tmp_path)
+    assert any(e["ev"] == "file_post_after_close" for e in journal)
+    (closed,) = [e for e in journal if e["ev"] == "file_appender_closed"]
+    assert closed["timed_out"] is False, "close() waited for a wake-up that never came"
 
 
 def test_barrier_bookkeeping_stale_and_no_open(tmp_path: Path) -> None:
