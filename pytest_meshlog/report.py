@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Stream = Literal["stdout", "stderr"]
 Where = Literal["client", "file"]
@@ -29,6 +29,7 @@ _CONTEXT = 3  # lines either side of the first problem line in a diff hunk
 _MAX_ROWS = 24  # rows in one diff hunk
 _MAX_SHOWN = 8  # problems rendered in full by assert_clean
 _LINE_CHARS = 100  # characters of one line's repr in a message
+_SCAN = 10_000  # emitted lines searched for the nearest aligned neighbour of a hunk
 _TIMELINE_WIDTH = 5  # journal events either side of the anchor in a problem message
 
 
@@ -286,9 +287,7 @@ class TeardownReport:
         out.extend(self._barrier_problems(barrier))
         return out
 
-    def assert_clean(
-        self, lost_at_most: int = 0, barrier: BarrierExpectation = "complete"
-    ) -> None:
+    def assert_clean(self, lost_at_most: int = 0, barrier: BarrierExpectation = "complete") -> None:
         """Raise AssertionError explaining every problem; mirrors the `meshlog_expect` marker."""
         problems = self.problems(lost_at_most=lost_at_most, barrier=barrier)
         if not problems:
@@ -303,15 +302,19 @@ class TeardownReport:
         for i, text in enumerate(problems[:_MAX_SHOWN], 1):
             parts.append(f"{i}) {text}")
         if n > _MAX_SHOWN:
-            parts.append(f"... and {n - _MAX_SHOWN} more: " + "; ".join(
-                p.splitlines()[0] for p in problems[_MAX_SHOWN:]
-            ))
+            parts.append(
+                f"... and {n - _MAX_SHOWN} more: "
+                + "; ".join(p.splitlines()[0] for p in problems[_MAX_SHOWN:])
+            )
         allowed = Counter((x.rank, x.stream, x.where, x.rule) for x in self.lost if x.rule)
         if allowed:
-            parts.append("allowed losses (not counted): " + "; ".join(
-                f"rank {r} {s} {w}: {n} line{'s' * (n != 1)} ({rule})"
-                for (r, s, w, rule), n in sorted(allowed.items())
-            ))
+            parts.append(
+                "allowed losses (not counted): "
+                + "; ".join(
+                    f"rank {r} {s} {w}: {n} line{'s' * (n != 1)} ({rule})"
+                    for (r, s, w, rule), n in sorted(allowed.items())
+                )
+            )
         raise AssertionError("\n".join(parts))
 
     def summary(self) -> dict[str, Any]:
@@ -346,9 +349,7 @@ class TeardownReport:
             "files_gate_reason": self.files_gate_reason,
         }
 
-    def timeline(
-        self, around: float | None = None, width: int = 8, rank: int | None = None
-    ) -> str:
+    def timeline(self, around: float | None = None, width: int = 8, rank: int | None = None) -> str:
         """The journal, one event a line, times in ms since the first event.
 
         With `around` (a journal time) only `width` events either side of it are shown and
@@ -372,9 +373,9 @@ class TeardownReport:
 
     # ---- rendering helpers
 
-    def _lines(self, rank: int, stream: Stream, where: Where) -> tuple[
-        Sequence[bytes], Sequence[bytes]
-    ]:
+    def _lines(
+        self, rank: int, stream: Stream, where: Where
+    ) -> tuple[Sequence[bytes], Sequence[bytes]]:
         for r in self.evidence.ranks:
             for s in r.streams:
                 if s.rank == rank and s.stream == stream:
@@ -394,11 +395,19 @@ class TeardownReport:
         match = self.matches.get((rank, stream, where))
         if match is None:
             return []
+        lo, hi = center - _CONTEXT, center + _CONTEXT + 1
+        rules = {
+            x.index: x.rule
+            for x in self.lost
+            if (x.rank, x.stream, x.where) == (rank, stream, where) and lo <= x.index < hi
+        }
         rows = [f"  --- emitted ({len(emitted)} lines)", f"  +++ {_DEST[where]} ({len(got)} lines)"]
-        rows += _hunk(emitted, got, match, center)
+        rows += _hunk(emitted, got, match, center, rules)
         if where == "client" and self.evidence.aggregated:
-            rows.append("  (aggregated: only counts are compared; the missing lines are"
-                        " presumed to be the last ones)")
+            rows.append(
+                "  (aggregated: only counts are compared; the missing lines are"
+                " presumed to be the last ones)"
+            )
         return rows
 
     def _timeline_near(self, rank: int | None, stream: Stream | None, t: float | None) -> str:
@@ -406,6 +415,8 @@ class TeardownReport:
             return "  timeline: (journal is empty)"
         if t is None and rank is not None:
             t = _anchor(self.journal, rank, stream)
+        if t is None:  # nothing specific to centre on: show how teardown ended
+            t = float(self.journal[-1]["t"])
         body = self.timeline(around=t, width=_TIMELINE_WIDTH, rank=rank)
         return "  timeline (ms since the first journal event):\n" + body
 
@@ -416,8 +427,8 @@ class TeardownReport:
         tail = " (the final partial line)" if self._is_partial(rank, stream, first.index) else ""
         n = len(group)
         head = (
-            f"{self._title(rank, stream)}: {n} of {len(emitted)} emitted "
-            f"line{'s' * (n != 1)} never reached the {_DEST[where]}, unexplained{budget}"
+            f"{self._title(rank, stream)}: {n} of {len(emitted)} emitted lines "
+            f"never reached the {_DEST[where]}, unexplained{budget}"
         )
         rows = [head, f"  first missing: #{first.index} {_show(first.line)}{tail}"]
         if n > 1:
@@ -481,12 +492,11 @@ class TeardownReport:
                     f"rank{'s' * (len(b.missing_ranks) != 1)} "
                     f"{', '.join(map(str, b.missing_ranks))} never acked "
                     f"(acked: {', '.join(map(str, b.acked_ranks)) or 'none'})"
-                    + "\n" + self._timeline_near(None, None, self._journal_time(b.version))
+                    + "\n"
+                    + self._timeline_near(None, None, self._journal_time(b.version))
                 )
             elif b.status == "superseded" and not any(v > b.version for v in completed):
-                out.append(
-                    f"barrier v{b.version} was superseded but no later barrier completed"
-                )
+                out.append(f"barrier v{b.version} was superseded but no later barrier completed")
         if expect == "timeout" and not any(b.status == "timeout" for b in self.barriers):
             out.append(
                 f"expected a barrier to time out, but none did "
@@ -495,10 +505,13 @@ class TeardownReport:
         return out
 
     def _journal_time(self, version: int) -> float | None:
-        for e in self.journal:
-            if e.get("ev") == "barrier_timeout" and e.get("version") == version:
-                return float(e["t"])
-        return None
+        """When barrier `version` timed out, else when it started (None: not journaled)."""
+        times = {
+            e.get("ev"): float(e["t"])
+            for e in self.journal
+            if e.get("version") == version and e.get("src") == "driver"
+        }
+        return times.get("barrier_timeout", times.get("barrier_started"))
 
     def _is_partial(self, rank: int, stream: Stream, index: int) -> bool:
         for r in self.evidence.ranks:
@@ -527,11 +540,13 @@ class TeardownReport:
 
 _DEST: dict[Where, str] = {"client": "client", "file": "per-proc file"}
 _Key = tuple[int, Stream, Where]
-_Grouped = Loss | Duplicate | OrderViolation | Unexpected
 
 
-def _grouped[T: _Grouped](items: Iterable[T]) -> dict[_Key, list[T]]:
-    out: dict[_Key, list[T]] = {}
+_T = TypeVar("_T", Loss, Duplicate, OrderViolation, Unexpected)
+
+
+def _grouped(items: Iterable[_T]) -> dict[_Key, list[_T]]:
+    out: dict[_Key, list[_T]] = {}
     for x in items:
         out.setdefault((x.rank, x.stream, x.where), []).append(x)
     return out
@@ -555,21 +570,23 @@ def _ranges(indices: Sequence[int], limit: int = 12) -> str:
 
 
 def _hunk(
-    emitted: Sequence[bytes], got: Sequence[bytes], match: StreamMatch, center: int
+    emitted: Sequence[bytes],
+    got: Sequence[bytes],
+    match: StreamMatch,
+    center: int,
+    rules: Mapping[int, str | None],
 ) -> list[str]:
     """A unified-diff-like window of emitted vs received lines around emitted index `center`."""
     lo, hi = max(0, center - _CONTEXT), min(match.n_emitted, center + _CONTEXT + 1)
-    anchors = [p for p in (match.position(i) for i in range(lo, hi)) if p is not None]
-    before = next((p for i in range(lo - 1, -1, -1) if (p := match.position(i)) is not None), -1)
-    q = min([before + 1, *anchors])
-    q_end = max(anchors) + 1 if anchors else q + 2 * _CONTEXT + 1
-    if hi == match.n_emitted:
-        q_end = match.n_delivered
-    q_end = min(q_end, match.n_delivered)
+    before = _nearest_position(match, range(lo - 1, max(-1, lo - _SCAN), -1))
+    after = _nearest_position(match, range(hi, min(match.n_emitted, hi + _SCAN)))
+    q = 0 if before is None else before + 1
+    if after is None:
+        after = match.n_delivered if hi + _SCAN >= match.n_emitted else q + 2 * _CONTEXT + 1
+    q_end = min(after, match.n_delivered)
     extra = {p: f"(repeats #{i})" for p, i in match.duplicates.items() if q <= p < q_end}
     extra.update({p: "(never emitted)" for p in match.unexpected if q <= p < q_end})
     extra.update({p: f"(#{i}, out of order)" for i, p in match.moved.items() if q <= p < q_end})
-    lost = set(match.lost[_bisect(match.lost, lo):_bisect(match.lost, hi)])
     rows: list[str] = []
 
     def added(upto: int) -> None:
@@ -583,7 +600,10 @@ def _hunk(
     for i in range(lo, hi):
         p = match.position(i)
         if p is None:
-            note = "(lost)" if i in lost else f"(arrived out of order at @{match.moved.get(i)})"
+            if i in match.moved:
+                note = f"(arrived out of order at @{match.moved[i]})"
+            else:
+                note = f"(lost; allowed: {rules[i]})" if rules.get(i) else "(lost)"
             rows.append(f"  - #{i:<6} {_show(emitted[i])} {note}")
         else:
             added(p)
@@ -595,15 +615,13 @@ def _hunk(
     return rows
 
 
-def _bisect(sorted_ints: Sequence[int], x: int) -> int:
-    lo, hi = 0, len(sorted_ints)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if sorted_ints[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _nearest_position(match: StreamMatch, indices: range) -> int | None:
+    """The first in-order delivered position among emitted `indices` (scanned in order)."""
+    for i in indices:
+        p = match.position(i)
+        if p is not None:
+            return p
+    return None
 
 
 def _concerns(event: Mapping[str, Any], rank: int) -> bool:
