@@ -1,12 +1,13 @@
 """The step vocabulary of a fake child, and its validation.
 
 Steps are frozen dataclasses so scripts are plain data. They are checked when they are put
-into a `Script` (see script.py), in the driver, so a bad script fails at build time with a
+into a `Script` (see scripts.py), in the driver, so a bad script fails at build time with a
 `ScriptError` naming the step and the value instead of as a dead child later.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
 import math
 from collections.abc import Iterator, Mapping
@@ -268,14 +269,25 @@ class Hang(Step):
     terminal: ClassVar[bool] = True
 
 
-AnyStep: TypeAlias = Union[
+AnyStep: TypeAlias = Union[  # noqa: UP007 (mypy targets 3.10: no `|` between classes here)
     Line, Partial, Raw, Flood, Interleave, Flush, Sleep, Close, Barrier, Exit, Crash, Hang
 ]
 
-STEP_TYPES: dict[str, type[AnyStep]] = {
-    cls.kind: cls
-    for cls in (Line, Partial, Raw, Flood, Interleave, Flush, Sleep, Close, Barrier, Exit, Crash, Hang)
-}
+_ALL_STEPS: tuple[type[AnyStep], ...] = (
+    Line,
+    Partial,
+    Raw,
+    Flood,
+    Interleave,
+    Flush,
+    Sleep,
+    Close,
+    Barrier,
+    Exit,
+    Crash,
+    Hang,
+)
+STEP_TYPES: dict[str, type[AnyStep]] = {cls.kind: cls for cls in _ALL_STEPS}
 
 
 def step_from_dict(index: int, raw: object) -> AnyStep:
@@ -294,7 +306,7 @@ def step_from_dict(index: int, raw: object) -> AnyStep:
     if cls is Raw and "b64" in args:
         b64 = args.pop("b64")
         try:
-            args["data"] = binascii.a2b_base64(b64) if isinstance(b64, str) else b64
+            args["data"] = base64.b64decode(b64, validate=True) if isinstance(b64, str) else b64
         except (binascii.Error, ValueError):
             raise ScriptError(f"b64={b64!r} is not base64", index=index, kind=op) from None
     known = {f.name for f in fields(cls)}

@@ -1,15 +1,193 @@
-"""The pytest plugin (entry point `meshlog`): options, markers, fixtures and the catalog."""
+"""The pytest plugin (entry point `meshlog`): options, markers, hooks, fixtures, catalog.
+
+Without `--meshlog` it is inert except for its fixtures and markers, which work in any
+test that asks for them. With `--meshlog` it adds the built-in teardown catalog to the
+run and prints a teardown summary; `--meshlog-report` writes an HTML report.
+"""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+from fake_procs import FakeProcs, default_catalog
+
+from . import hookspecs
+from .backend import ReferenceBackend, StackBackend
+from .harness import Mesh, MeshHarness
+from .markers import MARKERS, MarkerError, TestMarks, parse_marks
+from .report import TeardownReport
+from .session import MeshlogSession
+from .settings import Settings, add_options
+
+SETTINGS = pytest.StashKey[Settings]()
+SESSION = pytest.StashKey[MeshlogSession]()
+MARKS = pytest.StashKey[TestMarks]()
+HARNESSES = pytest.StashKey[list[MeshHarness]]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("meshlog", "teardown-correctness harness for log-forwarding meshes")
-    group.addoption(
-        "--meshlog",
-        action="store_true",
-        default=False,
-        help="run the built-in teardown scenario catalog and print a teardown summary",
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    settings = Settings.from_config(config)
+    config.stash[SETTINGS] = settings
+    session = MeshlogSession(config, settings)
+    config.stash[SESSION] = session
+    config.pluginmanager.register(session, "meshlog-session")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_meshlog_make_stack(config: pytest.Config, name: str) -> StackBackend | None:
+    if name == "reference":
+        return ReferenceBackend()
+    if name.startswith("reference+"):
+        from .selftest.variants import VARIANTS
+
+        variant = name.removeprefix("reference+")
+        if variant in VARIANTS:
+            return ReferenceBackend(variant)
+    return None
+
+
+def make_backend(config: pytest.Config, name: str) -> StackBackend:
+    backend: StackBackend | None = config.hook.pytest_meshlog_make_stack(config=config, name=name)
+    if backend is None:
+        raise pytest.UsageError(
+            f"--meshlog-stack={name!r}: no plugin provides a stack of that name "
+            "(built in: reference; others come from pytest_meshlog_make_stack)"
+        )
+    return backend
+
+
+# -- markers: validated while collecting, so a bad one is a collection error ------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    result = yield
+    if result is None:
+        return result
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if isinstance(item, pytest.Function):
+            try:
+                item.stash[MARKS] = parse_marks(item.iter_markers())
+            except MarkerError as exc:
+                raise collector.CollectError(f"{item.nodeid}: {exc}") from None
+    return result
+
+
+def marks_of(item: pytest.Item) -> TestMarks:
+    marks = item.stash.get(MARKS, None)
+    if marks is None:
+        try:
+            marks = parse_marks(item.iter_markers())
+        except MarkerError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+        item.stash[MARKS] = marks
+    return marks
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def meshlog_seed(request: pytest.FixtureRequest) -> int:
+    """The seed for this test's generated content: --meshlog-seed, else derived from the
+    test's id (stable across runs). Override this fixture to pin it per test or module."""
+    settings = request.config.stash[SETTINGS]
+    if settings.seed is not None:
+        return settings.seed
+    return zlib.crc32(request.node.nodeid.encode()) & 0x7FFFFFFF
+
+
+@pytest.fixture
+def fake_procs(request: pytest.FixtureRequest, meshlog_seed: int) -> FakeProcs:
+    """Builds fake-child scripts (SPEC 3.2); plugins add named ones via a hook."""
+    catalog = default_catalog()
+    request.config.hook.pytest_meshlog_add_scripts(catalog=catalog)
+    return FakeProcs(seed=meshlog_seed, catalog=catalog)
+
+
+@pytest.fixture
+def meshlog_stack(request: pytest.FixtureRequest) -> str:
+    """The stack backend's name: --meshlog-stack, or a value parametrised indirectly."""
+    param = getattr(request, "param", None)
+    return str(param) if param is not None else request.config.stash[SETTINGS].stack
+
+
+@pytest.fixture
+def meshlog(
+    request: pytest.FixtureRequest, meshlog_seed: int, meshlog_stack: str, tmp_path: Path
+) -> Iterator[MeshHarness]:
+    """Spawns meshes of fake children; stops, verifies and cleans them up at teardown."""
+    config = request.config
+    settings = config.stash[SETTINGS]
+    item = request.node
+    marks = marks_of(item)
+    backend = make_backend(config, meshlog_stack)
+    session = config.stash[SESSION]
+
+    def on_report(mesh: Mesh, report: TeardownReport) -> None:
+        config.hook.pytest_meshlog_teardown_report(item=item, report=report)
+        session.record(item, mesh, report)
+
+    harness = MeshHarness(
+        backend=backend,
+        options=marks.options,
+        faults=marks.faults,
+        expect=marks.expect,
+        seed=meshlog_seed,
+        procs=_procs_param(item) or settings.procs,
+        timeout=settings.timeout,
+        tmp_path=tmp_path,
+        on_report=on_report,
     )
+    item.stash.setdefault(HARNESSES, []).append(harness)
+    yield harness
+    reports = harness.finish()
+    if session.selftest_active(item):
+        return  # the self-test records what was caught instead of failing
+    for report in reports:
+        report.assert_clean(lost_at_most=marks.expect.lost_at_most, barrier=marks.expect.barrier)  # type: ignore[arg-type]
+
+
+def _procs_param(item: pytest.Item) -> int | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("procs") if callspec is not None else None
+
+
+# -- reporting on failures ----------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report: pytest.TestReport = yield
+    harnesses = item.stash.get(HARNESSES, [])
+    if report.failed and harnesses and report.when in ("call", "teardown"):
+        for i, harness in enumerate(harnesses):
+            for j, mesh in enumerate(harness.meshes):
+                title = f"meshlog mesh {j} (seed {mesh.seed}, stack {mesh.stack})"
+                if mesh.report is not None:
+                    report.sections.append((f"{title}: teardown timeline", mesh.report.timeline(width=40)))
+                if mesh.outcome is not None and mesh.outcome.tails:
+                    tails = "\n".join(
+                        f"rank {r} {s}: " + " | ".join(lines[-5:])
+                        for r, streams in sorted(mesh.outcome.tails.items())
+                        for s, lines in streams.items()
+                    )
+                    report.sections.append((f"{title}: StreamFwder peek tails", tails))
+                report.sections.append((f"{title}: client stderr (tail)", mesh.output.tail(1)))
+    return report

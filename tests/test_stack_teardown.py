@@ -92,7 +92,7 @@ def test_barrier_timeout_names_the_ranks_that_did_not_ack(tmp_path: Path) -> Non
             result = m.flush(timeout=0.5)
         finally:
             os.kill(stuck, signal.SIGCONT)
-        assert result.status == "timeout"
+        assert result.status == "timeout", (result, m.read_journal())
         assert result.missing_ranks == (1,)
         assert result.acked_ranks == (0, 2)
         assert events(m, "barrier_timeout", version=result.version)[0]["missing"] == [1]

@@ -154,7 +154,7 @@ class Aggregator:
             dtype=np.float64,
             workers=1,
         )
-        best = matrix.shape[1] - 1 - matrix[:, ::-1].argmin(axis=1)  # first minimum: the earliest group on ties
+        best = matrix.argmin(axis=1)  # first minimum: the earliest group on ties
         best_dist = matrix[np.arange(len(pending)), best]
         row = {line: i for i, line in enumerate(pending)}
         for line in lines:

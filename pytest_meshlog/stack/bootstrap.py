@@ -142,13 +142,28 @@ class BootstrapProcManager:
         child.exited.set()
         self.ctl.send(("exited", child.rank, child.code, child.signal))
 
-    def kill(self, rank: int, sig: int, reason: str) -> None:
+    def kill(self, rank: int, sig: int, reason: str) -> bool:
+        """Signal one child; a lethal signal marks it as killed by the stack (or the test)."""
         child = self.children[rank]
         if child.exited.is_set():
-            return
-        child.killed_by_us = reason
+            return False
+        if sig not in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP):
+            child.killed_by_us = reason
         self.journal("child_killed", rank=rank, signal=sig, reason=reason)
         child.proc.send_signal(sig)
+        return True
+
+    def close_channel(self, rank: int) -> None:
+        """Fault injection: the child's channel goes away under the senders."""
+        self.journal("channel_closed", rank=rank, reason="fault")
+        for sender in self.children[rank].senders.values():
+            if sender.conn is not None:
+                sender.conn.close()
+
+    def break_files(self) -> None:
+        """Fault injection: from now on every file write fails as on a full disk."""
+        if self.files is not None:
+            self.files.redirect("/dev/full")
 
     async def stop(self, timeout: float) -> dict[str, Any]:
         """Quiesce every child, wait for EOF and exit, abort the tees, close the files."""
@@ -225,7 +240,11 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
             if kind == "spawn":
                 await manager.spawn(msg[1])
             elif kind == "kill":
-                manager.kill(msg[1], msg[2], msg[3])
+                ctl.send(("signalled", msg[1], manager.kill(msg[1], msg[2], msg[3])))
+            elif kind == "close_channel":
+                manager.close_channel(msg[1])
+            elif kind == "break_files":
+                manager.break_files()
             elif kind == "stop":
                 result = await manager.stop(msg[1])
                 ctl.send(("stopped", result))

@@ -38,6 +38,7 @@ class ChildRuntime:
         self.stopping = threading.Event()
         self._channel = env.get("BOOTSTRAP_LOG_CHANNEL") or None
         self._client_addr = env.get("MESHLOG_CLIENT_ADDR") or None
+        self._stream_to_client = env.get("MESHLOG_STREAM_TO_CLIENT", "1") != "0"
         self._journal = Journal(env.get("MESHLOG_JOURNAL_DIR") or None, f"rank{self.rank}")
         self._acked = 0
         self._acked_cond = threading.Condition()
@@ -95,6 +96,7 @@ class ChildRuntime:
             journal=self._journal,
             on_stop=self._stop_requested,
             on_ack=self._on_ack,
+            stream_to_client=self._stream_to_client,
         )
         await self._fwd.start(deadline)
         if self._channel is not None:

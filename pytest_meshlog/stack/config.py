@@ -78,6 +78,11 @@ class StackConfig:
             raise ConfigError(f"read_log_buffer={self.read_log_buffer!r} must be at least 1")
         if self.env not in ENVS:
             raise ConfigError(f"env={self.env!r} is not one of {', '.join(ENVS)}")
+        for flag in ("force_file_log", "prefix_with_rank", "enable_log_forwarding"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag}={getattr(self, flag)!r} is not a bool")
+        if self.log_dir == "":
+            raise ConfigError("log_dir='' is empty: give a directory or None")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:

@@ -36,6 +36,14 @@ class FileAppender:
         self._tasks = [asyncio.create_task(self._writer(s)) for s in STREAMS]
         journal("file_appender_created", dir=directory, files=sorted(self.paths.values()))
 
+    def redirect(self, path: str) -> None:
+        """Point both files at `path` (fault injection: /dev/full makes every write fail)."""
+        fd = os.open(path, os.O_WRONLY)
+        for own in self._fds.values():
+            os.dup2(fd, own)
+        os.close(fd)
+        self.journal("file_appender_redirected", path=path)
+
     def post(self, stream: str, lines: list[bytes]) -> None:
         """Queue a batch for the stream's writer; never blocks the tee."""
         if self.stop.is_set():

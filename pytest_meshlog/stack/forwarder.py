@@ -36,6 +36,7 @@ class LogForwardActor:
         journal: Journal,
         on_stop: Callable[[], None],
         on_ack: Callable[[int], None],
+        stream_to_client: bool = True,
     ) -> None:
         self.rank = rank
         self.hostname = hostname
@@ -45,7 +46,7 @@ class LogForwardActor:
         self.journal = journal
         self.on_stop = on_stop
         self.on_ack = on_ack
-        self.stream_to_client = True
+        self.stream_to_client = stream_to_client
         self.client: FrameConnection | None = None
         self.senders: dict[str, FrameConnection] = {}
         self.senders_ready = asyncio.Event()

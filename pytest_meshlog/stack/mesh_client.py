@@ -85,6 +85,7 @@ class LoggingMeshClient:
         stream_to_client: bool = True,
         sink: Sink | None = None,
         python: str = sys.executable,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config if config is not None else StackConfig.from_env()
         if hosts < 1:
@@ -93,6 +94,7 @@ class LoggingMeshClient:
             raise ConfigError("aggregate_window_sec is set but stream_to_client is false")
         self.hosts = hosts
         self.python = python
+        self.extra_env = dict(extra_env or {})
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(private_dir("ml-work-"))
         self.journal_dir = self.workdir / "journal"
@@ -145,7 +147,7 @@ class LoggingMeshClient:
     async def _spawn(self, children: list[ChildSpec], per_host: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         forwarding = self.config.enable_log_forwarding
-        base_env = {**os.environ, **self.config.to_env()}
+        base_env = {**os.environ, **self.config.to_env(), **self.extra_env}
         for h in range(self.hosts):
             ranks = list(range(h * per_host, min(len(children), (h + 1) * per_host)))
             host = await self._start_host(h, base_env)
@@ -160,6 +162,7 @@ class LoggingMeshClient:
                     MESHLOG_PROC_ID=f"proc[{rank}]",
                     MESHLOG_JOURNAL_DIR=str(self.journal_dir),
                     MESHLOG_RECORD_DIR=str(self.record_dir),
+                    MESHLOG_STREAM_TO_CLIENT="1" if self.stream_to_client else "0",
                 )
                 if forwarding:
                     env["BOOTSTRAP_LOG_CHANNEL"] = os.path.join(self.sockdir, f"c{rank}.sock")
@@ -180,8 +183,6 @@ class LoggingMeshClient:
             if not ok:
                 missing = [r for r in self.ranks if r not in self.client.forwarders and r not in self.exits]
                 raise MeshError(f"forwarders of ranks {missing} did not connect within {timeout:.1f}s")
-        if not self.stream_to_client:
-            self.client.set_mode(False)
 
     def _all_forwarders_in(self) -> bool:
         return all(r in self.client.forwarders or r in self.exits for r in self.ranks)
@@ -268,9 +269,23 @@ class LoggingMeshClient:
             self.client.expire(barrier)
             return barrier.future.result()
 
-    def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "killed by the test") -> None:
+    def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "killed by the test") -> bool:
+        """Signal one child through its host; returns once the signal was sent (False if
+        the child had already exited)."""
         host = self._hosts[self.host_of[rank]]
-        self._loop.call_soon_threadsafe(host.ctl.send, ("kill", rank, int(sig), reason))
+
+        async def kill() -> bool:
+            host.ctl.send(("kill", rank, int(sig), reason))
+            msg = await self._next(host, time.monotonic() + 10.0, f"host{host.index} to signal rank {rank}")
+            return bool(msg[2])
+
+        return self._call(kill(), 15.0, f"rank {rank} to be signalled")
+
+    def inject(self, rank: int, what: str) -> None:
+        """Fault injection on the rank's host: "close_channel" or "break_files"."""
+        host = self._hosts[self.host_of[rank]]
+        msg = ("close_channel", rank) if what == "close_channel" else (what,)
+        self._loop.call_soon_threadsafe(host.ctl.send, msg)
 
     def wait_children(self, timeout: float) -> dict[int, ExitInfo]:
         """Wait until every child exited on its own; MeshError names the ranks still running."""

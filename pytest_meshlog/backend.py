@@ -1,0 +1,93 @@
+"""Stack backends: what `--meshlog-stack NAME` selects, and the reference one.
+
+A backend turns a `MeshPlan` (scripts plus mesh settings) into a running mesh the
+harness can flush, stop and read evidence from. Other backends arrive through the
+`pytest_meshlog_make_stack` hook; `reference` is this repository's stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from fake_procs import Script
+
+from .markers import MeshOptions
+from .stack import ChildSpec, LoggingMeshClient, StackConfig
+from .stack.client import Sink
+
+VARIANT_ENV = "MESHLOG_STACK_VARIANT"
+"""Set in every process of a mesh to run a deliberately broken variant (self-test)."""
+
+
+@dataclass(frozen=True)
+class MeshPlan:
+    """Everything a backend needs to start one mesh."""
+
+    scripts: tuple[Script, ...]
+    options: MeshOptions
+    workdir: Path
+    log_dir: str | None
+    sink: Sink
+    timeout: float
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class StackBackend(Protocol):
+    """What `pytest_meshlog_make_stack` returns."""
+
+    name: str
+
+    def launch(self, plan: MeshPlan) -> LoggingMeshClient:
+        """Start the mesh and its children; raise with a clear message on failure."""
+        ...
+
+
+class ReferenceBackend:
+    """The stack in `pytest_meshlog.stack`, optionally with a broken variant applied."""
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.variant = variant
+        self.name = "reference" if variant is None else f"reference+{variant}"
+
+    def launch(self, plan: MeshPlan) -> LoggingMeshClient:
+        opts = plan.options
+        config = StackConfig(
+            read_log_buffer=opts.read_log_buffer,
+            force_file_log=opts.force_file_log,
+            prefix_with_rank=opts.prefix_with_rank,
+            enable_log_forwarding=True,
+            env=opts.env,  # type: ignore[arg-type]
+            log_dir=plan.log_dir,
+        )
+        env = dict(plan.env)
+        if self.variant is not None:
+            env[VARIANT_ENV] = self.variant  # the host and child halves of the variant
+        scripts_dir = plan.workdir / "scripts"
+        scripts_dir.mkdir(parents=True, exist_ok=True)
+        children = []
+        for rank, script in enumerate(plan.scripts):
+            path = scripts_dir / f"rank{rank}.json"
+            script.write(path)
+            children.append(ChildSpec(Script.child_argv(path)))
+        client = LoggingMeshClient(
+            config,
+            workdir=plan.workdir,
+            hosts=opts.hosts,
+            aggregate_window_sec=opts.aggregate_window_sec,
+            stream_to_client=opts.stream_to_client,
+            sink=plan.sink,
+            extra_env=env,
+        )
+        try:
+            if self.variant is not None:
+                from .selftest.variants import apply_to_driver
+
+                apply_to_driver(self.variant, client)  # the driver half, this instance only
+            client.spawn(children, timeout=plan.timeout)
+        except BaseException:
+            client.close()
+            raise
+        return client

@@ -1,0 +1,292 @@
+"""The built-in teardown scenario catalog that `pytest --meshlog` runs.
+
+Each scenario is an ordinary test on the `meshlog` and `fake_procs` fixtures, and its
+docstring states the rule it checks. Teardown is verified by the fixture: the oracle
+compares every line each child wrote with what reached the client, the files and the
+console, and fails unless every loss is allowed by a documented rule.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+
+from fake_procs import FakeProcs
+
+from .harness import MeshHarness
+from .report import BarrierResult
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    from .plugin import SETTINGS
+
+    settings = metafunc.config.stash[SETTINGS]
+    if "procs" in metafunc.fixturenames:
+        counts = [2] if settings.selftest else sorted({1, settings.procs})
+        metafunc.parametrize("procs", counts, ids=lambda n: f"procs={n}")
+    if settings.selftest:
+        from .selftest.variants import VARIANTS
+
+        metafunc.parametrize(
+            "meshlog_stack", [f"reference+{v}" for v in VARIANTS], ids=list(VARIANTS), indirect=True
+        )
+
+
+def test_happy_path(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Every line of every child reaches the client, in order, and nothing else does."""
+    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=20) for _ in range(procs)])
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
+def test_partial_last_line_both_streams(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """On EOF the tee forwards each stream's final partial line (to client and files)."""
+    s = fake_procs.script().line().line(stream="stderr").partial().partial(stream="stderr")
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert all(report.partial_line_forwarded[r, s] for r in mesh.ranks for s in ("stdout", "stderr"))
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill", "sigsegv", "abort"])
+def test_crash_mid_batch(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, how: str) -> None:
+    """A crashed child may lose only the tail of what it wrote to the client (the last
+    batch); its file lines are complete, the others lose nothing, and stop never hangs."""
+    scripts = [fake_procs.crasher(after_lines=300, how=how)] + [
+        fake_procs.partial_line_writer(lines=50) for _ in range(procs - 1)
+    ]
+    mesh = meshlog.spawn(scripts, env="prod")
+    exits = mesh.wait_scripts()
+    assert exits[0].code != 0 or exits[0].signal is not None
+    mesh.stop().assert_clean()
+
+
+def test_crash_between_barrier_and_stop(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Lines before a completed barrier are delivered even if the child dies right after."""
+    s = fake_procs.script().flood(200, 60).barrier(timeout=20).crash("sigkill")
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    result = _flush_until_everyone_waited(mesh, procs)
+    assert result.completed, result
+    mesh.wait_scripts()
+    report = mesh.stop()
+    for r in mesh.ranks:
+        assert report.stream(r, "stdout").delivered >= 200, f"rank {r} lost lines from before the barrier"
+
+
+def test_interleaved_streams(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """stdout and stderr interleave freely; order is checked per rank per stream only."""
+    mesh = meshlog.spawn([fake_procs.interleaver(lines=400) for _ in range(procs)])
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
+@pytest.mark.parametrize("read_log_buffer", [1, 100])
+def test_flood_with_backpressure(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, read_log_buffer: int
+) -> None:
+    """A chatty child is slowed by backpressure, never by loss; batches stay bounded."""
+    s = fake_procs.flooder(lines=20_000, line_bytes=40)
+    mesh = meshlog.spawn([s] * procs, read_log_buffer=read_log_buffer, env="prod")
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
+@pytest.mark.parametrize("nbytes", [4095, 4096, 4097, 9000])
+def test_4k_boundary_multibyte(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, nbytes: int) -> None:
+    """Lines over 4096 bytes are cut at a UTF-8 boundary at or below 4096, then suffixed."""
+    mesh = meshlog.spawn([fake_procs.long_liner(nbytes=nbytes) for _ in range(procs)], env="prod")
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
+def test_invalid_utf8(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Invalid UTF-8 becomes U+FFFD; NUL and lone CR survive; nothing is dropped."""
+    mesh = meshlog.spawn([fake_procs.binary_writer(lines=30) for _ in range(procs)], env="prod")
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
+def test_crlf(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A CRLF ending is a plain line end; a CR inside a line stays."""
+    s = fake_procs.script().raw(b"one\r\ntwo\r\n\r\nthree\rfour\r\n").raw(b"tail\r", stream="stderr")
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
+def test_hanging_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A child that never ends is quiesced by stop: its partial line still arrives."""
+    mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
+    report = mesh.stop()
+    report.assert_clean()
+
+
+def test_silent_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A child that writes nothing still gets exactly one Flush(None) per stream at EOF."""
+    mesh = meshlog.spawn([fake_procs.silent() for _ in range(procs)])
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert all(n == 1 for n in report.flush_none_at_eof.values()), report.flush_none_at_eof
+
+
+def test_env_local_without_force(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Env::Local without HYPERACTOR_FORCE_FILE_LOG: no files, streaming still works."""
+    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, env="local")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert report.files == () and report.files_gate_reason
+
+
+def test_env_local_with_force(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Env::Local with HYPERACTOR_FORCE_FILE_LOG=true: per-host files hold every line."""
+    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, env="local", force_file_log=True)
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert len(report.files) == 2
+
+
+def test_env_test_has_no_files(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """The Test environment never writes files, even when forced."""
+    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, env="test", force_file_log=True)
+    mesh.wait_scripts()
+    assert mesh.stop().files == ()
+
+
+def test_env_prod_writes_files(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A non-local environment writes `{basename}_{host}_{id}.{stream}` files in its log dir."""
+    mesh = meshlog.spawn([fake_procs.interleaver(lines=50)] * procs, env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert report.files and all(str(mesh.log_dir) in f for f in report.files)
+
+
+def test_aggregation_counts(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """With an aggregation window, every line is counted once per stream."""
+    s = fake_procs.script()
+    for i in range(30):
+        s = s.line(f"worker step {i % 3} finished", tag=False).line(f"warning {i % 2}", stream="stderr", tag=False)
+    mesh = meshlog.spawn([s] * procs, aggregate_window_sec=0.2)
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+    printed = mesh.output.paths[0].read_text()
+    assert "Aggregated Logs (start)" in printed
+
+
+def test_stream_to_client_off(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """With streaming off nothing reaches the client, yet files and the console get it all."""
+    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, stream_to_client=False, env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert all(report.stream(r, "stdout").delivered == 0 for r in mesh.ranks)
+
+
+def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A barrier started while one is open answers the first caller (superseded)."""
+    mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
+    os_stop = signal.SIGSTOP
+    mesh.kill(0, os_stop)  # rank 0 cannot ack while stopped
+    results: dict[int, BarrierResult] = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, mesh.flush(timeout=20))) for n in (1, 2)]
+    threads[0].start()
+    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 1)
+    threads[1].start()
+    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 2)
+    mesh.kill(0, signal.SIGCONT)
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive(), "a barrier caller never heard back"
+    assert results[1].status == "superseded" and results[2].completed
+    mesh.stop()
+
+
+@pytest.mark.meshlog_expect(barrier="timeout")
+def test_barrier_timeout_names_ranks(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A barrier that cannot complete ends by its deadline, naming the ranks that did not ack."""
+    mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
+    mesh.kill(procs - 1, signal.SIGSTOP)
+    try:
+        result = mesh.flush(timeout=0.3)
+    finally:
+        mesh.kill(procs - 1, signal.SIGCONT)
+    assert result.status == "timeout" and result.missing_ranks == (procs - 1,)
+    mesh.stop()
+
+
+def test_stop_racing_eof(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Stop right after a burst: bytes still in the pipes are drained, not dropped."""
+    s = fake_procs.script().flood(5000, 30).partial()
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    mesh.stop().assert_clean()  # no wait: the stop meets the burst in flight
+
+
+def test_two_hosts(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Two bootstrap hosts: one FileAppender each, one client for all."""
+    mesh = meshlog.spawn([fake_procs.interleaver(lines=40) for _ in range(max(procs, 2))], hosts=2, env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert len(report.files) == 4
+
+
+def test_barrier_between_phases(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A completed barrier means every ack came in: all phase-one lines have arrived."""
+    s = fake_procs.script().flood(300, 50).barrier(timeout=20).line()
+    mesh = meshlog.spawn([s] * procs)
+    result = _flush_until_everyone_waited(mesh, procs)
+    assert result.completed and not result.missing_ranks, result
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _events(mesh: object, name: str) -> list[dict[str, object]]:
+    return [e for e in mesh._client.read_journal() if e["ev"] == name]  # type: ignore[attr-defined]
+
+
+def _wait_for(predicate: object, timeout: float = 20.0) -> None:
+    done = threading.Event()
+    deadline = 0.0
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached in time")
+        done.wait(0.005)
+
+
+def _flush_until_everyone_waited(mesh: object, procs: int) -> BarrierResult:
+    """Flush once every child waits in its barrier step (its progress record says so);
+    flush again if one began waiting just too late, until every child got past it."""
+    import time
+
+    deadline = time.monotonic() + 20
+    result: BarrierResult | None = None
+    while time.monotonic() < deadline:
+        states = _barrier_states(mesh, procs)
+        if all(state == "passed" for state in states) and result is not None:
+            return result
+        if all(state in ("wait", "passed") for state in states):
+            result = mesh.flush(timeout=10)  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    raise TimeoutError(f"children did not all pass their barrier step: {_barrier_states(mesh, procs)}")
+
+
+def _barrier_states(mesh: object, procs: int) -> list[str]:
+    from pathlib import Path
+
+    record_dir = Path(mesh._client.record_dir)  # type: ignore[attr-defined]
+    states = []
+    for r in range(procs):
+        path = record_dir / f"rank{r}.progress"
+        text = path.read_bytes() if path.exists() else b""
+        if b" acked " in text or b" timeout" in text:
+            states.append("passed")
+        elif b" wait" in text:
+            states.append("wait")
+        else:
+            states.append("before")
+    return states

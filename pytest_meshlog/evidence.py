@@ -1,0 +1,152 @@
+"""Gathering the evidence of one stopped mesh for the oracle.
+
+What the children wrote comes from their scripts and progress records (fake_procs);
+what the stack did comes from the client's record, the per-proc files and the journal.
+The two sides never share framing code: the oracle's expectations are computed by
+fake_procs' own implementation of the tee rules.
+"""
+
+from __future__ import annotations
+
+import signal as signals
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fake_procs import Script, emitted, expected_lines, final_partial, find_tag, progress_path
+
+from .report import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
+from .stack import ExitInfo, LoggingMeshClient
+from .stack.client import BarrierOutcome
+
+STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
+
+
+def barrier_result(outcome: BarrierOutcome) -> BarrierResult:
+    return BarrierResult(
+        outcome.version, outcome.status, outcome.acked_ranks, outcome.missing_ranks, outcome.latency_s
+    )
+
+
+def died_abruptly(info: ExitInfo | None) -> bool:
+    """A child that did not end through a clean quiesce (crash step, signal, kill)."""
+    if info is None:
+        return True
+    if info.killed_by_stack is not None:
+        return True
+    return info.signal is not None or (info.code not in (0, None))
+
+
+def file_lines_by_rank(
+    files: Sequence[str],
+    expected: dict[tuple[int, Stream], tuple[bytes, ...]],
+    prefix_with_rank: bool,
+) -> dict[tuple[int, Stream], list[bytes]]:
+    """Attribute every line of the per-host files to a rank: by its `[rank] ` prefix, else
+    by its fake_procs tag, else by whose expected lines hold it (else rank 0, where the
+    oracle reports it as a line nobody emitted)."""
+    out: dict[tuple[int, Stream], list[bytes]] = {key: [] for key in expected}
+    owners: dict[tuple[Stream, bytes], int] = {}
+    for (rank, stream), lines in expected.items():
+        for line in lines:
+            owners.setdefault((stream, line), rank)
+    for path in files:
+        stream: Stream = "stdout" if path.endswith(".stdout") else "stderr"
+        data = Path(path).read_bytes() if Path(path).exists() else b""
+        for line in data.split(b"\n")[:-1]:
+            rank = _rank_of(line, prefix_with_rank)
+            if rank is None:
+                rank = owners.get((stream, line), 0)
+            out.setdefault((rank, stream), []).append(line)
+    return out
+
+
+def _rank_of(line: bytes, prefix_with_rank: bool) -> int | None:
+    if prefix_with_rank:
+        if line.startswith(b"["):
+            end = line.find(b"] ")
+            if end > 1 and line[1:end].isdigit():
+                return int(line[1:end])
+        return None
+    tag = find_tag(line)
+    return tag.rank if tag is not None else None
+
+
+def console_bytes(journal: Sequence[dict[str, Any]]) -> dict[tuple[int, Stream], int]:
+    return {(e["rank"], e["stream"]): e["bytes"] for e in journal if e["ev"] == "console_bytes"}
+
+
+def gather(
+    client: LoggingMeshClient,
+    scripts: Sequence[Script],
+    *,
+    seed: int | None,
+    prefix_with_rank: bool,
+    stream_to_client: bool,
+    aggregated: bool,
+    files: Sequence[str],
+    barriers: Sequence[BarrierOutcome],
+    faulted_ranks: frozenset[int] = frozenset(),
+) -> MeshEvidence:
+    journal = client.read_journal()
+    gate = client.config.file_log_gate()
+    tee = console_bytes(journal)
+    raw: dict[tuple[int, Stream], bytes] = {}
+    expected: dict[tuple[int, Stream], tuple[bytes, ...]] = {}
+    for rank, script in enumerate(scripts):
+        record = Path(progress_path(client.record_dir, rank))
+        wrote = emitted(script, rank, record).streams if record.exists() else {}
+        for stream in STREAMS:
+            raw[rank, stream] = data = wrote.get(stream, b"")
+            expected[rank, stream] = tuple(
+                expected_lines(data, rank=rank, prefix_with_rank=prefix_with_rank)
+            )
+    in_files = file_lines_by_rank(files, expected, prefix_with_rank) if gate is None else None
+    rank_evidence = []
+    for rank in range(len(scripts)):
+        exit_info = client.exits.get(rank)
+        streams = []
+        for stream in STREAMS:
+            data = raw[rank, stream]
+            streams.append(
+                StreamEvidence(
+                    rank=rank,
+                    stream=stream,
+                    emitted=expected[rank, stream],
+                    ends_with_partial=final_partial(data, rank=rank, prefix_with_rank=prefix_with_rank)
+                    is not None,
+                    emitted_bytes=len(data),
+                    delivered=tuple(client.delivered.get((rank, stream), ())),
+                    file_lines=None if in_files is None else tuple(in_files.get((rank, stream), ())),
+                    console_bytes=tee.get((rank, stream)),
+                )
+            )
+        rank_evidence.append(
+            RankEvidence(
+                rank=rank,
+                exit_code=exit_info.code if exit_info else None,
+                exit_signal=exit_info.signal if exit_info else None,
+                crashed=died_abruptly(exit_info) or rank in faulted_ranks,
+                streams=(streams[0], streams[1]),
+            )
+        )
+    return MeshEvidence(
+        seed=seed,
+        ranks=tuple(rank_evidence),
+        journal=tuple(journal),
+        barriers=tuple(barrier_result(b) for b in barriers),
+        stream_to_client=stream_to_client,
+        aggregated=aggregated,
+        files_expected=gate is None,
+        files=tuple(files),
+        files_gate_reason=gate,
+    )
+
+
+def signal_name(sig: int | None) -> str:
+    if sig is None:
+        return "-"
+    try:
+        return signals.Signals(sig).name
+    except ValueError:
+        return str(sig)

@@ -1,0 +1,313 @@
+"""The `meshlog` fixture's objects: `MeshHarness` spawns meshes, `Mesh` drives one.
+
+A test's meshes are always stopped, verified and cleaned up at teardown, also when the
+test failed; everything they wrote lives in the test's own temporary directory.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fake_procs import Script
+
+from . import evidence as ev
+from .backend import MeshPlan, StackBackend
+from .markers import Expectation, Fault, MeshOptions
+from .oracle import evaluate
+from .report import BarrierResult, TeardownReport
+from .stack import ExitInfo, LoggingMeshClient, MeshError, StopOutcome
+from .stack.client import BarrierOutcome
+
+_UNSET: Any = object()
+
+
+class ClientOutput:
+    """The driver client's printed output, kept in files next to the mesh's evidence."""
+
+    def __init__(self, workdir: Path, delay: float = 0.0) -> None:
+        self.paths = (workdir / "client.stdout", workdir / "client.stderr")
+        self._files = [open(p, "ab") for p in self.paths]  # noqa: SIM115 - closed in close()
+        self.delay = delay
+        self._lock = threading.Lock()
+
+    def __call__(self, target: int, data: bytes) -> None:
+        if self.delay:
+            time.sleep(self.delay)  # the slow_client fault: backpressure all the way back
+        with self._lock:
+            self._files[target].write(data)
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+    def tail(self, target: int, limit: int = 4000) -> str:
+        data = self.paths[target].read_bytes() if self.paths[target].exists() else b""
+        return data[-limit:].decode("utf-8", "replace")
+
+
+class Mesh:
+    """One running mesh of fake children (SPEC 3.2)."""
+
+    def __init__(
+        self,
+        client: LoggingMeshClient,
+        scripts: tuple[Script, ...],
+        *,
+        options: MeshOptions,
+        seed: int,
+        timeout: float,
+        output: ClientOutput,
+        faults: tuple[Fault, ...],
+        log_dir: str | None,
+        stack: str,
+    ) -> None:
+        self._client = client
+        self.scripts = scripts
+        self.options = options
+        self.seed = seed
+        self.timeout = timeout
+        self.output = output
+        self.faults = faults
+        self.log_dir = log_dir
+        self.stack = stack
+        self.workdir = client.workdir
+        self.barriers: list[BarrierOutcome] = []
+        self.outcome: StopOutcome | None = None
+        self.report: TeardownReport | None = None
+        self._killed: set[int] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def ranks(self) -> list[int]:
+        return list(range(len(self.scripts)))
+
+    @property
+    def stopped(self) -> bool:
+        return self.outcome is not None
+
+    def flush(self, timeout: float | None = None) -> BarrierResult:
+        """A barrier across every live forwarder; ends by its deadline (see `missing_ranks`)."""
+        self._check_running("flush")
+        outcome = self._client.flush(self.timeout if timeout is None else timeout)
+        with self._lock:
+            self.barriers.append(outcome)
+        return ev.barrier_result(outcome)
+
+    def wait_scripts(self, timeout: float | None = None) -> dict[int, ExitInfo]:
+        """Wait until every child finished its script (crashers included)."""
+        self._check_running("wait_scripts")
+        try:
+            return self._client.wait_children(self.timeout if timeout is None else timeout)
+        except MeshError as exc:
+            raise TimeoutError(f"{exc} (waiting for their scripts to finish; seed {self.seed})") from None
+
+    def kill(self, rank: int, sig: int = signal.SIGKILL) -> None:
+        """Signal one child from outside; a lethal signal makes its losses allowed as a crash
+        (SIGSTOP/SIGCONT only pause it, e.g. to hold a barrier open)."""
+        self._check_running("kill")
+        if sig not in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP):
+            self._killed.add(rank)
+        self._client.kill(rank, sig, reason="killed by the test")
+
+    def stop(self, timeout: float | None = None) -> TeardownReport:
+        """Barrier, quiesce, stop, tear down; then compare everything with the scripts."""
+        if self.report is not None:
+            return self.report
+        for fault in self.faults:
+            if fault.kind == "sigkill_forwarder":
+                self.kill(fault.rank)
+        try:
+            self.outcome = self._client.stop(self.timeout if timeout is None else timeout)
+        finally:
+            self._client.close()
+            self.output.close()
+        self.barriers.append(self.outcome.barrier)
+        faulted = frozenset(
+            f.rank for f in self.faults if f.kind in ("sigkill_forwarder", "close_channel", "crash")
+        ) | frozenset(self._killed)
+        evidence = ev.gather(
+            self._client,
+            self.scripts,
+            seed=self.seed,
+            prefix_with_rank=self.options.prefix_with_rank,
+            stream_to_client=self.options.stream_to_client,
+            aggregated=self.options.aggregate_window_sec is not None,
+            files=self.outcome.files,
+            barriers=self.barriers,
+            faulted_ranks=faulted,
+        )
+        self.report = evaluate(evidence)
+        return self.report
+
+    def _check_running(self, what: str) -> None:
+        if self.outcome is not None:
+            raise RuntimeError(f"mesh.{what}() after stop(): this mesh is already torn down")
+
+
+class MeshHarness:
+    """What the `meshlog` fixture returns: `spawn` meshes; teardown verifies them all."""
+
+    def __init__(
+        self,
+        *,
+        backend: StackBackend,
+        options: MeshOptions,
+        faults: tuple[Fault, ...],
+        expect: Expectation,
+        seed: int,
+        procs: int,
+        timeout: float,
+        tmp_path: Path,
+        on_report: Callable[[Mesh, TeardownReport], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.options = options
+        self.faults = faults
+        self.expect = expect
+        self.seed = seed
+        self.procs = options.procs or procs
+        self.timeout = timeout
+        self.tmp_path = tmp_path
+        self.on_report = on_report
+        self.meshes: list[Mesh] = []
+
+    def spawn(
+        self,
+        scripts: Script | Sequence[Script],
+        *,
+        hosts: int | None = None,
+        env: str | None = None,
+        force_file_log: bool | None = None,
+        prefix_with_rank: bool | None = None,
+        aggregate_window_sec: float | None = _UNSET,
+        read_log_buffer: int | None = None,
+        stream_to_client: bool | None = None,
+        log_dir: str | Path | None = None,
+    ) -> Mesh:
+        """Start a mesh: one child per script (a single script runs on `procs` children)."""
+        if isinstance(scripts, Script):
+            scripts = [scripts] * self.procs
+        scripts = tuple(scripts)
+        if not scripts or not all(isinstance(s, Script) for s in scripts):
+            raise TypeError(f"spawn() needs Script objects (from the fake_procs fixture), got {scripts!r}")
+        changes = {
+            k: v
+            for k, v in dict(
+                hosts=hosts, env=env, force_file_log=force_file_log, prefix_with_rank=prefix_with_rank,
+                read_log_buffer=read_log_buffer, stream_to_client=stream_to_client,
+            ).items()
+            if v is not None
+        }  # fmt: skip
+        if aggregate_window_sec is not _UNSET:
+            changes["aggregate_window_sec"] = aggregate_window_sec
+        options = MeshOptions.from_marker({**_as_kwargs(self.options), **changes, "procs": len(scripts)})
+        scripts = self._apply_script_faults(scripts)
+        workdir = self.tmp_path / f"meshlog-{len(self.meshes)}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        if log_dir is None and options.env != "test":
+            log_dir = workdir / "logs"
+        delay = next((float(f.params.get("delay", 0.01)) for f in self.faults if f.kind == "slow_client"), 0.0)
+        output = ClientOutput(workdir, delay)
+        plan = MeshPlan(
+            scripts=scripts, options=options, workdir=workdir,
+            log_dir=None if log_dir is None else str(log_dir), sink=output, timeout=self.timeout,
+        )  # fmt: skip
+        try:
+            client = self.backend.launch(plan)
+        except BaseException:
+            output.close()
+            raise
+        mesh = Mesh(
+            client, scripts, options=options, seed=self.seed, timeout=self.timeout, output=output,
+            faults=self.faults, log_dir=plan.log_dir, stack=self.backend.name,
+        )  # fmt: skip
+        self.meshes.append(mesh)
+        for fault in self.faults:
+            if fault.kind == "close_channel" and fault.rank < len(scripts):
+                client.inject(fault.rank, "close_channel")
+            elif fault.kind == "file_write_error":
+                client.inject(fault.rank if fault.rank < len(scripts) else 0, "break_files")
+        return mesh
+
+    def _apply_script_faults(self, scripts: tuple[Script, ...]) -> tuple[Script, ...]:
+        out = list(scripts)
+        for fault in self.faults:
+            if fault.rank >= len(out):
+                raise ValueError(
+                    f"meshlog_fault {fault.kind!r} targets rank {fault.rank} but the mesh has "
+                    f"{len(out)} children (ranks 0..{len(out) - 1})"
+                )
+            if fault.kind == "crash":
+                out[fault.rank] = crash_after_lines(
+                    out[fault.rank], int(fault.params.get("after_lines", 0)), fault.params.get("how", "sigkill")
+                )
+            elif fault.kind == "hang":
+                out[fault.rank] = hang_at_end(out[fault.rank])
+        return tuple(out)
+
+    def finish(self) -> list[TeardownReport]:
+        """Stop every mesh not yet stopped (never raises for that); return all reports."""
+        reports = []
+        for mesh in self.meshes:
+            if mesh.report is None:
+                try:
+                    mesh.stop()
+                except BaseException as exc:  # still report, and still clean up
+                    mesh._client.close()
+                    mesh.output.close()
+                    raise RuntimeError(f"stopping the mesh failed: {exc}") from exc
+            assert mesh.report is not None
+            if self.on_report is not None:
+                self.on_report(mesh, mesh.report)
+            reports.append(mesh.report)
+        return reports
+
+
+_TERMINAL = ("Crash", "Exit", "Hang")
+
+
+def _lines_in(step: object) -> int:
+    kind = type(step).__name__
+    if kind == "Line":
+        return 1
+    if kind in ("Flood", "Interleave"):
+        return int(getattr(step, "n", 0))
+    if kind == "Raw":
+        return bytes(getattr(step, "data", b"")).count(b"\n")
+    return 0
+
+
+def _rebuild(script: Script, steps: Sequence[Any]) -> Script:
+    out = Script(seed=script.seed, name=script.name, flavour=script.flavour)
+    for step in steps:
+        out = out.then(step)
+    return out
+
+
+def crash_after_lines(script: Script, after_lines: int, how: str) -> Script:
+    """The script up to the step that completes `after_lines` lines, then a crash."""
+    kept: list[Any] = []
+    written = 0
+    for step in script.steps:
+        if written >= after_lines or type(step).__name__ in _TERMINAL:
+            break
+        kept.append(step)
+        written += _lines_in(step)
+    return _rebuild(script, kept).crash(how)  # type: ignore[arg-type]
+
+
+def hang_at_end(script: Script) -> Script:
+    """The script, then a hang, unless it already ends by itself."""
+    if script.steps and type(script.steps[-1]).__name__ in _TERMINAL:
+        return script
+    return script.hang()
+
+
+def _as_kwargs(options: MeshOptions) -> dict[str, Any]:
+    return {k: getattr(options, k) for k in options.__dataclass_fields__}
+

@@ -1,0 +1,146 @@
+"""The harness's markers, validated at collection: a bad argument is a collection error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from .stack.config import ENVS
+
+MARKERS = {
+    "meshlog": "meshlog(procs=, hosts=, env=, force_file_log=, aggregate_window_sec=, "
+    "prefix_with_rank=, read_log_buffer=, stream_to_client=): mesh settings for one test",
+    "meshlog_fault": "meshlog_fault(kind, rank=0, **params): failure injection on top of the "
+    "scripts; kinds: " + ", ".join(sorted(("crash", "sigkill_forwarder", "close_channel",
+                                             "slow_client", "file_write_error", "hang"))),
+    "meshlog_expect": "meshlog_expect(lost_at_most=0, barrier='complete'|'timeout'): what the "
+    "test expects instead of 'nothing lost, every barrier completes'",
+}  # fmt: skip
+
+FAULT_KINDS: dict[str, set[str]] = {
+    "crash": {"how", "after_lines"},  # rank dies by `how` after `after_lines` of its script
+    "sigkill_forwarder": set(),  # the rank's forwarder (its whole process) is killed mid-run
+    "close_channel": set(),  # the forwarder's channel closes: the bootstrap's sends go nowhere
+    "slow_client": {"delay"},  # the driver's client is slow to print each batch
+    "file_write_error": set(),  # the host's file writes fail
+    "hang": set(),  # the rank never finishes its script on its own
+}
+
+
+class MarkerError(ValueError):
+    """A meshlog marker has an argument the harness does not understand."""
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise MarkerError(message)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """`@pytest.mark.meshlog(...)`: per-test mesh settings (None = the session default)."""
+
+    procs: int | None = None
+    hosts: int = 1
+    env: str = "local"
+    force_file_log: bool = False
+    aggregate_window_sec: float | None = None
+    prefix_with_rank: bool = True
+    read_log_buffer: int = 100
+    stream_to_client: bool = True
+
+    @classmethod
+    def from_marker(cls, kwargs: dict[str, Any], args: tuple[Any, ...] = ()) -> MeshOptions:
+        _check(not args, f"meshlog marker takes keyword arguments only, got positional {args!r}")
+        known = set(cls.__dataclass_fields__)
+        for key in kwargs:
+            _check(key in known, f"meshlog marker: unknown argument {key!r} (known: {', '.join(sorted(known))})")
+        opts = cls(**kwargs)
+        _check(opts.procs is None or (_is_int(opts.procs) and opts.procs >= 1), f"meshlog marker: procs={opts.procs!r} must be an int >= 1")
+        _check(_is_int(opts.hosts) and opts.hosts >= 1, f"meshlog marker: hosts={opts.hosts!r} must be an int >= 1")
+        _check(opts.env in ENVS, f"meshlog marker: env={opts.env!r} is not one of {', '.join(ENVS)}")
+        for flag in ("force_file_log", "prefix_with_rank", "stream_to_client"):
+            _check(isinstance(getattr(opts, flag), bool), f"meshlog marker: {flag}={getattr(opts, flag)!r} must be a bool")
+        w = opts.aggregate_window_sec
+        _check(w is None or (isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0), f"meshlog marker: aggregate_window_sec={w!r} must be None or > 0")
+        _check(w is None or opts.stream_to_client, f"meshlog marker: aggregate_window_sec={w!r} needs stream_to_client=True")
+        _check(_is_int(opts.read_log_buffer) and opts.read_log_buffer >= 1, f"meshlog marker: read_log_buffer={opts.read_log_buffer!r} must be an int >= 1")
+        return opts  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fault:
+    """`@pytest.mark.meshlog_fault(kind, rank=0, **params)`."""
+
+    kind: str
+    rank: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_marker(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Fault:
+        _check(len(args) == 1, f"meshlog_fault marker takes one positional argument (the kind), got {args!r}")
+        kind = args[0]
+        _check(kind in FAULT_KINDS, f"meshlog_fault marker: unknown fault kind {kind!r} (known: {', '.join(sorted(FAULT_KINDS))})")
+        params = dict(kwargs)
+        rank = params.pop("rank", 0)
+        _check(_is_int(rank) and rank >= 0, f"meshlog_fault marker: rank={rank!r} must be an int >= 0")
+        for key in params:
+            _check(key in FAULT_KINDS[kind], f"meshlog_fault marker: {kind} takes no argument {key!r} (it takes: {', '.join(sorted(FAULT_KINDS[kind])) or 'only rank'})")
+        if kind == "crash":
+            how = params.get("how", "sigkill")
+            _check(how in ("exit", "sigkill", "sigsegv", "abort"), f"meshlog_fault marker: crash how={how!r} is not exit, sigkill, sigsegv or abort")
+            after = params.get("after_lines", 0)
+            _check(_is_int(after) and after >= 0, f"meshlog_fault marker: crash after_lines={after!r} must be an int >= 0")
+        if kind == "slow_client":
+            delay = params.get("delay", 0.01)
+            _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= 5, f"meshlog_fault marker: slow_client delay={delay!r} must be a number of seconds in [0, 5]")
+        return cls(kind, rank, params)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """`@pytest.mark.meshlog_expect(...)`; the default is: nothing lost, every barrier completes."""
+
+    lost_at_most: int = 0
+    barrier: str = "complete"
+
+    @classmethod
+    def from_marker(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Expectation:
+        _check(not args, f"meshlog_expect marker takes keyword arguments only, got positional {args!r}")
+        for key in kwargs:
+            _check(key in ("lost_at_most", "barrier"), f"meshlog_expect marker: unknown argument {key!r} (known: barrier, lost_at_most)")
+        exp = cls(**kwargs)
+        _check(_is_int(exp.lost_at_most) and exp.lost_at_most >= 0, f"meshlog_expect marker: lost_at_most={exp.lost_at_most!r} must be an int >= 0")
+        _check(exp.barrier in ("complete", "timeout"), f"meshlog_expect marker: barrier={exp.barrier!r} must be 'complete' or 'timeout'")
+        return exp  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TestMarks:
+    """All harness markers of one test, parsed."""
+
+    options: MeshOptions
+    faults: tuple[Fault, ...]
+    expect: Expectation
+
+
+def parse_marks(marks: Iterable[pytest.Mark]) -> TestMarks:
+    """Parse the (closest-first) marks of a test; raises MarkerError naming the bad value."""
+    options: MeshOptions | None = None
+    expect: Expectation | None = None
+    faults: list[Fault] = []
+    for mark in marks:
+        if mark.name == "meshlog" and options is None:
+            options = MeshOptions.from_marker(dict(mark.kwargs), tuple(mark.args))
+        elif mark.name == "meshlog_fault":
+            faults.append(Fault.from_marker(tuple(mark.args), dict(mark.kwargs)))
+        elif mark.name == "meshlog_expect" and expect is None:
+            expect = Expectation.from_marker(tuple(mark.args), dict(mark.kwargs))
+    return TestMarks(options or MeshOptions(), tuple(faults), expect or Expectation())

@@ -1,0 +1,187 @@
+"""Session-wide harness state: the catalog in the run, the summary, the report, the self-test.
+
+Per-test results travel as plain attributes of the teardown TestReport, so they reach the
+controller under pytest-xdist the same way they reach this process without it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .summary import ReportEntry, summary_lines
+
+if TYPE_CHECKING:
+    from .harness import Mesh
+    from .report import TeardownReport
+    from .settings import Settings
+
+_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+
+
+class CatalogModule(pytest.Module):
+    """The built-in scenario catalog, collected from the installed package."""
+
+    def _getobj(self) -> Any:
+        from . import catalog
+
+        return catalog
+
+
+class MeshlogSession:
+    """Registered as a plugin by `pytest_configure`; one per pytest process."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.entries: list[ReportEntry] = []
+        self._pending: dict[str, list[ReportEntry]] = defaultdict(list)
+        self._outcome: dict[str, str] = {}
+        self.caught: dict[str, list[str]] = defaultdict(list)
+        self.tried: dict[str, list[str]] = defaultdict(list)
+        self._selftest_failed = False
+
+    # -- collection -------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        if not self.settings.enabled:
+            return
+        from . import catalog
+
+        module = CatalogModule.from_parent(session, path=Path(catalog.__file__), nodeid="meshlog")
+        for node in session.genitems(module):
+            # ids read as meshlog/<scenario>[params], as a user would name them
+            node._nodeid = "meshlog/" + node.name.removeprefix("test_")
+            items.append(node)
+
+    def selftest_active(self, item: pytest.Item) -> bool:
+        return self.variant_of(item) is not None
+
+    @staticmethod
+    def variant_of(item: pytest.Item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        stack = callspec.params.get("meshlog_stack") if callspec is not None else None
+        if isinstance(stack, str) and stack.startswith("reference+"):
+            return stack.removeprefix("reference+")
+        return None
+
+    # -- per test ---------------------------------------------------------------------------
+
+    def record(self, item: pytest.Item, mesh: Mesh, report: TeardownReport) -> None:
+        from .markers import Expectation
+        from .plugin import marks_of
+
+        expect: Expectation = marks_of(item).expect
+        entry = ReportEntry(
+            nodeid=item.nodeid,
+            outcome="passed",
+            stack=mesh.stack,
+            seed=mesh.seed,
+            procs=len(mesh.scripts),
+            teardown_s=mesh.outcome.duration_s if mesh.outcome is not None else 0.0,
+            report=report,
+            lost_at_most=expect.lost_at_most,
+            barrier_expect=expect.barrier,  # type: ignore[arg-type]
+        )
+        self._pending[item.nodeid].append(entry)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        variant = self.variant_of(item)
+        if variant is None:
+            return (yield)
+        try:
+            return (yield)
+        except Exception as exc:  # the scenario's own checks caught the broken stack
+            item.stash[_CAUGHT] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.when != "teardown":
+            return report
+        entries = self._pending.pop(item.nodeid, [])
+        report.meshlog_entries = [e.to_dict() for e in entries]  # type: ignore[attr-defined]
+        variant = self.variant_of(item)
+        if variant is not None:
+            why = item.stash.get(_CAUGHT, None)
+            if why is None:
+                problems = [p for e in entries for p in e.problems]
+                why = problems[0].splitlines()[0] if problems else None
+            report.meshlog_selftest = {  # type: ignore[attr-defined]
+                "variant": variant,
+                "scenario": item.nodeid.split("[")[0].removeprefix("meshlog/"),
+                "caught": why,
+            }
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        outcome = report.outcome if report.when == "call" or report.passed else "error"
+        if report.skipped:
+            outcome = "skipped"
+        previous = self._outcome.get(report.nodeid, "passed")
+        if _RANK.get(outcome, 0) > _RANK.get(previous, 0):
+            self._outcome[report.nodeid] = outcome
+        if report.when != "teardown":
+            return
+        final = self._outcome.pop(report.nodeid, "passed")
+        for data in getattr(report, "meshlog_entries", None) or []:
+            self.entries.append(ReportEntry.from_dict({**data, "outcome": final}))
+        selftest = getattr(report, "meshlog_selftest", None)
+        if selftest:
+            self.tried[selftest["variant"]].append(selftest["scenario"])
+            if selftest["caught"]:
+                self.caught[selftest["variant"]].append(f"{selftest['scenario']}: {selftest['caught']}")
+
+    # -- end of session ---------------------------------------------------------------------
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if _is_xdist_worker(session.config):
+            return
+        if self.settings.selftest and self.tried:
+            uncaught = sorted(v for v in self.tried if not self.caught.get(v))
+            if uncaught:
+                self._selftest_failed = True
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.settings.report:
+            from .html_report import write_html
+
+            write_html(self.settings.report, self.entries)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if _is_xdist_worker(self.config):
+            return
+        tr = terminalreporter
+        if self.entries and (self.settings.enabled or self.settings.report):
+            tr.write_sep("=", "meshlog teardown summary")
+            for line in summary_lines(self.entries):
+                tr.write_line(line)
+        if self.settings.selftest and self.tried:
+            tr.write_sep("=", "meshlog self-test: broken stacks and the scenarios that caught them")
+            for variant in sorted(self.tried):
+                caught = self.caught.get(variant, [])
+                status = f"caught by {len(caught)}/{len(self.tried[variant])}" if caught else "NOT CAUGHT"
+                tr.write_line(f"{variant:34} {status}", red=not caught, green=bool(caught))
+                for row in sorted(caught)[:4]:
+                    tr.write_line(f"    {row[:150]}")
+            if self._selftest_failed:
+                tr.write_line("self-test FAILED: a broken stack went unnoticed by every scenario", red=True)
+        if self.settings.report and not _is_xdist_worker(self.config):
+            tr.write_line(f"meshlog HTML report: {self.settings.report}")
+
+
+_CAUGHT = pytest.StashKey[str]()
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")

@@ -1,0 +1,71 @@
+"""Session-wide harness settings: command-line options, each with a `meshlog_*` ini twin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# (option, ini key, type, default, help)
+OPTIONS: tuple[tuple[str, str, type, Any, str], ...] = (
+    ("--meshlog", "meshlog", bool, False,
+     "run the built-in teardown scenario catalog and print a teardown summary"),
+    ("--meshlog-stack", "meshlog_stack", str, "reference",
+     "stack backend to run meshes on (default: reference, the stack in this package)"),
+    ("--meshlog-seed", "meshlog_seed", int, None,
+     "seed for generated content (default: derived from each test's id); printed on failure"),
+    ("--meshlog-procs", "meshlog_procs", int, 2, "default number of fake children per mesh"),
+    ("--meshlog-report", "meshlog_report", str, None,
+     "write a self-contained HTML report with a teardown timeline per test to this path"),
+    ("--meshlog-timeout", "meshlog_timeout", float, 30.0,
+     "deadline in seconds for each flush, stop and wait the harness makes"),
+    ("--meshlog-selftest", "meshlog_selftest", bool, False,
+     "run the catalog against deliberately broken stacks; fail unless each one is caught"),
+)  # fmt: skip
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("meshlog", "teardown-correctness harness for log-forwarding meshes")
+    for flag, ini, kind, default, help_text in OPTIONS:
+        if kind is bool:
+            group.addoption(flag, action="store_true", default=None, help=help_text)
+            parser.addini(ini, help_text, type="bool", default=default)
+        else:
+            group.addoption(flag, action="store", type=kind, default=None, help=help_text)
+            parser.addini(ini, help_text, default=None if default is None else str(default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    stack: str
+    seed: int | None
+    procs: int
+    report: str | None
+    timeout: float
+    selftest: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        values: dict[str, Any] = {}
+        for flag, ini, kind, default, _ in OPTIONS:
+            value = config.getoption(flag)
+            if value is None:
+                raw = config.getini(ini)
+                if kind is bool:
+                    value = bool(raw)
+                elif raw in (None, ""):
+                    value = default
+                else:
+                    try:
+                        value = kind(raw)
+                    except ValueError:
+                        raise pytest.UsageError(f"ini {ini}={raw!r} is not a {kind.__name__}") from None
+            values[ini.removeprefix("meshlog_") if ini != "meshlog" else "enabled"] = value
+        settings = cls(**values)
+        if settings.procs < 1:
+            raise pytest.UsageError(f"--meshlog-procs={settings.procs} must be at least 1")
+        if settings.timeout <= 0:
+            raise pytest.UsageError(f"--meshlog-timeout={settings.timeout} must be positive")
+        return settings
