@@ -33,6 +33,7 @@ class MeshPlan:
     sink: Sink
     timeout: float
     env: Mapping[str, str] = field(default_factory=dict)
+    client_delay: float = 0.0  # the slow_client fault: seconds the client spends per batch
 
 
 class StackBackend(Protocol):
@@ -80,6 +81,7 @@ class ReferenceBackend:
             stream_to_client=opts.stream_to_client,
             sink=plan.sink,
             extra_env=env,
+            consume_delay=plan.client_delay,
         )
         try:
             if self.variant is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import pytest
 
@@ -118,9 +119,11 @@ def test_crlf(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
 
 def test_hanging_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A child that never ends is quiesced by stop: its partial line still arrives."""
-    mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
+    s = fake_procs.script().line().line(stream="stderr").partial().partial(stream="stderr").hang()
+    mesh = meshlog.spawn([s] * procs, env="prod")
     report = mesh.stop()
     report.assert_clean()
+    assert all(report.partial_line_forwarded[r, s] for r in mesh.ranks for s in ("stdout", "stderr"))
 
 
 def test_silent_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
@@ -188,14 +191,14 @@ def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
     os_stop = signal.SIGSTOP
     mesh.kill(0, os_stop)  # rank 0 cannot ack while stopped
     results: dict[int, BarrierResult] = {}
-    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, mesh.flush(timeout=20))) for n in (1, 2)]
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, mesh.flush(timeout=5))) for n in (1, 2)]
     threads[0].start()
     _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 1)
     threads[1].start()
     _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 2)
     mesh.kill(0, signal.SIGCONT)
     for t in threads:
-        t.join(30)
+        t.join(15)
         assert not t.is_alive(), "a barrier caller never heard back"
     assert results[1].status == "superseded" and results[2].completed
     mesh.stop()
@@ -216,9 +219,9 @@ def test_barrier_timeout_names_ranks(meshlog: MeshHarness, fake_procs: FakeProcs
 
 def test_stop_racing_eof(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """Stop right after a burst: bytes still in the pipes are drained, not dropped."""
-    s = fake_procs.script().flood(5000, 30).partial()
+    s = fake_procs.script().flood(100_000, 30).partial()
     mesh = meshlog.spawn([s] * procs, env="prod")
-    mesh.stop().assert_clean()  # no wait: the stop meets the burst in flight
+    mesh.stop().assert_clean()  # no wait: the stop meets the flood in flight
 
 
 def test_two_hosts(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
@@ -227,6 +230,28 @@ def test_two_hosts(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> N
     mesh.wait_scripts()
     report = mesh.stop()
     assert len(report.files) == 4
+
+
+@pytest.mark.meshlog_fault("slow_client", delay=0.01)
+def test_kill_under_backpressure(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A child killed while backpressure holds its pipe full: the tee drains the pipe to
+    EOF, so the files hold every line it wrote; only its client tail may be lost."""
+    mesh = meshlog.spawn([fake_procs.flooder(lines=8000, line_bytes=200)] * procs, env="prod")
+    _wait_for(lambda: mesh.output.paths[0].stat().st_size > 20_000)
+    time.sleep(0.5)  # the pipeline fills up behind the slow client
+    mesh.kill(0, signal.SIGKILL)
+    for r in range(1, procs):
+        mesh.kill(r, signal.SIGKILL)
+    mesh.stop().assert_clean()
+
+
+@pytest.mark.meshlog_fault("slow_files", delay=0.002)
+def test_slow_disk_at_stop(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Closing the FileAppender writes every batch already queued, however slow the disk."""
+    s = fake_procs.script().flood(3000, 40).partial()
+    mesh = meshlog.spawn([s] * procs, env="prod", read_log_buffer=10)
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
 
 
 def test_barrier_between_phases(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
@@ -248,9 +273,6 @@ def _events(mesh: object, name: str) -> list[dict[str, object]]:
 
 def _wait_for(predicate: object, timeout: float = 20.0) -> None:
     done = threading.Event()
-    deadline = 0.0
-    import time
-
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
         if time.monotonic() > deadline:
@@ -261,8 +283,6 @@ def _wait_for(predicate: object, timeout: float = 20.0) -> None:
 def _flush_until_everyone_waited(mesh: object, procs: int) -> BarrierResult:
     """Flush once every child waits in its barrier step (its progress record says so);
     flush again if one began waiting just too late, until every child got past it."""
-    import time
-
     deadline = time.monotonic() + 20
     result: BarrierResult | None = None
     while time.monotonic() < deadline:

@@ -72,6 +72,23 @@ def _rank_of(line: bytes, prefix_with_rank: bool) -> int | None:
     return tag.rank if tag is not None else None
 
 
+def eof_bytes(journal: Sequence[dict[str, Any]], rank: int, stream: str) -> int | None:
+    for e in journal:
+        if e["ev"] == "eof" and e.get("rank") == rank and e.get("stream") == stream:
+            return int(e["bytes"])
+    return None
+
+
+def _settle(em: Any, stream: Stream, seen: int | None) -> bytes:
+    """A write cut short by a kill from outside reached the pipe only in part: count it
+    as emitted exactly as far as the pipe shows, never beyond what the record claims."""
+    full: bytes = em.streams[stream]
+    low: bytes = em.at_least(stream)
+    if seen is None or seen >= len(full):
+        return full
+    return full[: max(seen, len(low))]
+
+
 def console_bytes(journal: Sequence[dict[str, Any]]) -> dict[tuple[int, Stream], int]:
     return {(e["rank"], e["stream"]): e["bytes"] for e in journal if e["ev"] == "console_bytes"}
 
@@ -87,6 +104,7 @@ def gather(
     files: Sequence[str],
     barriers: Sequence[BarrierOutcome],
     faulted_ranks: frozenset[int] = frozenset(),
+    stop_problems: Sequence[str] = (),
 ) -> MeshEvidence:
     journal = client.read_journal()
     gate = client.config.file_log_gate()
@@ -95,7 +113,12 @@ def gather(
     expected: dict[tuple[int, Stream], tuple[bytes, ...]] = {}
     for rank, script in enumerate(scripts):
         record = Path(progress_path(client.record_dir, rank))
-        wrote = emitted(script, rank, record).streams if record.exists() else {}
+        wrote: dict[Stream, bytes] = {}
+        if record.exists():
+            em = emitted(script, rank, record)
+            wrote = dict(em.streams)
+            if em.uncertain is not None:  # killed from outside in the middle of a write
+                wrote[em.uncertain.stream] = _settle(em, em.uncertain.stream, eof_bytes(journal, rank, em.uncertain.stream))
         for stream in STREAMS:
             raw[rank, stream] = data = wrote.get(stream, b"")
             expected[rank, stream] = tuple(
@@ -140,6 +163,7 @@ def gather(
         files_expected=gate is None,
         files=tuple(files),
         files_gate_reason=gate,
+        stop_problems=tuple(stop_problems),
     )
 
 

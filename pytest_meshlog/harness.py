@@ -29,17 +29,12 @@ _UNSET: Any = object()
 class ClientOutput:
     """The driver client's printed output, kept in files next to the mesh's evidence."""
 
-    def __init__(self, workdir: Path, delay: float = 0.0) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.paths = (workdir / "client.stdout", workdir / "client.stderr")
         self._files = [open(p, "ab") for p in self.paths]  # noqa: SIM115 - closed in close()
-        self.delay = delay
-        self._lock = threading.Lock()
 
     def __call__(self, target: int, data: bytes) -> None:
-        if self.delay:
-            time.sleep(self.delay)  # the slow_client fault: backpressure all the way back
-        with self._lock:
-            self._files[target].write(data)
+        self._files[target].write(data)  # only ever called on the stack's loop thread
 
     def close(self) -> None:
         for f in self._files:
@@ -140,6 +135,7 @@ class Mesh:
             files=self.outcome.files,
             barriers=self.barriers,
             faulted_ranks=faulted,
+            stop_problems=[p for p in self.outcome.problems if "pre-stop barrier" not in p],
         )
         self.report = evaluate(evidence)
         return self.report
@@ -164,8 +160,10 @@ class MeshHarness:
         timeout: float,
         tmp_path: Path,
         on_report: Callable[[Mesh, TeardownReport], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.backend = backend
+        self.env = dict(env or {})
         self.options = options
         self.faults = faults
         self.expect = expect
@@ -212,10 +210,11 @@ class MeshHarness:
         if log_dir is None and options.env != "test":
             log_dir = workdir / "logs"
         delay = next((float(f.params.get("delay", 0.01)) for f in self.faults if f.kind == "slow_client"), 0.0)
-        output = ClientOutput(workdir, delay)
+        output = ClientOutput(workdir)
         plan = MeshPlan(
             scripts=scripts, options=options, workdir=workdir,
             log_dir=None if log_dir is None else str(log_dir), sink=output, timeout=self.timeout,
+            env=self.env, client_delay=delay,
         )  # fmt: skip
         try:
             client = self.backend.launch(plan)
@@ -231,7 +230,9 @@ class MeshHarness:
             if fault.kind == "close_channel" and fault.rank < len(scripts):
                 client.inject(fault.rank, "close_channel")
             elif fault.kind == "file_write_error":
-                client.inject(fault.rank if fault.rank < len(scripts) else 0, "break_files")
+                client.inject(fault.rank, "break_files")
+            elif fault.kind == "slow_files":
+                client.inject(fault.rank, "slow_files", float(fault.params.get("delay", 0.01)))
         return mesh
 
     def _apply_script_faults(self, scripts: tuple[Script, ...]) -> tuple[Script, ...]:

@@ -15,7 +15,7 @@ MARKERS = {
     "prefix_with_rank=, read_log_buffer=, stream_to_client=): mesh settings for one test",
     "meshlog_fault": "meshlog_fault(kind, rank=0, **params): failure injection on top of the "
     "scripts; kinds: " + ", ".join(sorted(("crash", "sigkill_forwarder", "close_channel",
-                                             "slow_client", "file_write_error", "hang"))),
+                                             "slow_client", "file_write_error", "slow_files", "hang"))),
     "meshlog_expect": "meshlog_expect(lost_at_most=0, barrier='complete'|'timeout'): what the "
     "test expects instead of 'nothing lost, every barrier completes'",
 }  # fmt: skip
@@ -26,6 +26,7 @@ FAULT_KINDS: dict[str, set[str]] = {
     "close_channel": set(),  # the forwarder's channel closes: the bootstrap's sends go nowhere
     "slow_client": {"delay"},  # the driver's client is slow to print each batch
     "file_write_error": set(),  # the host's file writes fail
+    "slow_files": {"delay"},  # the host's file writes are slow (a slow disk)
     "hang": set(),  # the rank never finishes its script on its own
 }
 
@@ -98,9 +99,9 @@ class Fault:
             _check(how in ("exit", "sigkill", "sigsegv", "abort"), f"meshlog_fault marker: crash how={how!r} is not exit, sigkill, sigsegv or abort")
             after = params.get("after_lines", 0)
             _check(_is_int(after) and after >= 0, f"meshlog_fault marker: crash after_lines={after!r} must be an int >= 0")
-        if kind == "slow_client":
+        if kind in ("slow_client", "slow_files"):
             delay = params.get("delay", 0.01)
-            _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= 5, f"meshlog_fault marker: slow_client delay={delay!r} must be a number of seconds in [0, 5]")
+            _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= 5, f"meshlog_fault marker: {kind} delay={delay!r} must be a number of seconds in [0, 5]")
         return cls(kind, rank, params)  # fmt: skip
 
 

@@ -107,6 +107,8 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
             )
     findings += _file_findings(evidence)
     findings += _orphaned_barriers(journal)
+    findings += _writer_findings(journal)
+    findings += [Finding("stop", problem) for problem in evidence.stop_problems]
     return TeardownReport(
         seed=evidence.seed,
         streams=tuple(streams),
@@ -419,6 +421,20 @@ def _file_findings(evidence: MeshEvidence) -> list[Finding]:
             )
         ]
     return []
+
+
+def _writer_findings(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """A file appender whose writers had to be cancelled at close missed its stop signal."""
+    return [
+        Finding(
+            "files",
+            "the file appender's writers did not finish by the close deadline: the stop "
+            "signal was missed (lost wake-up?) and lines still queued may be gone",
+            t=float(e["t"]),
+        )
+        for e in journal
+        if e.get("ev") == "file_appender_closed" and e.get("timed_out")
+    ]
 
 
 def _orphaned_barriers(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:

@@ -94,6 +94,7 @@ class MeshEvidence:
     files_expected: bool = False
     files: tuple[str, ...] = ()
     files_gate_reason: str | None = None
+    stop_problems: tuple[str, ...] = ()  # what the stack's own stop() saw go wrong
 
 
 # --------------------------------------------------------------------------- findings
@@ -486,7 +487,7 @@ class TeardownReport:
         for b in self.barriers:
             if b.status == "timeout" and not b.missing_ranks:
                 out.append(f"barrier v{b.version} timed out without naming the missing ranks")
-            elif b.status == "timeout" and expect == "complete":
+            elif b.status == "timeout" and expect == "complete" and not self._all_crashed(b.missing_ranks):
                 out.append(
                     f"barrier v{b.version} timed out after {b.latency_s:.2f} s: "
                     f"rank{'s' * (len(b.missing_ranks) != 1)} "
@@ -494,6 +495,12 @@ class TeardownReport:
                     f"(acked: {', '.join(map(str, b.acked_ranks)) or 'none'})"
                     + "\n"
                     + self._timeline_near(None, None, self._journal_time(b.version))
+                )
+            elif b.status == "completed" and b.missing_ranks:
+                out.append(
+                    f"barrier v{b.version} reported completion with rank"
+                    f"{'s' * (len(b.missing_ranks) != 1)} {', '.join(map(str, b.missing_ranks))}"
+                    " still missing: a barrier completes only when every expected rank acked"
                 )
             elif b.status == "superseded" and not any(v > b.version for v in completed):
                 out.append(f"barrier v{b.version} was superseded but no later barrier completed")
@@ -503,6 +510,12 @@ class TeardownReport:
                 f"({len(completed)} of {len(self.barriers)} completed)"
             )
         return out
+
+    def _all_crashed(self, ranks: Sequence[int]) -> bool:
+        """A crashed child never acks: a barrier that timed out only on such ranks ended as
+        SPEC 1.11 requires (by its deadline, naming them)."""
+        crashed = {r.rank for r in self.evidence.ranks if r.crashed}
+        return bool(ranks) and all(r in crashed for r in ranks)
 
     def _journal_time(self, version: int) -> float | None:
         """When barrier `version` timed out, else when it started (None: not journaled)."""

@@ -1,15 +1,273 @@
-"""Broken variants of the reference stack (stub, filled in below)."""
+"""Deliberately broken variants of the reference stack, one bug each.
+
+`pytest --meshlog --meshlog-selftest` runs the catalog against every variant and fails
+unless each one is caught by at least one scenario: proof that the harness's checks can
+fail. The first six are the weak points SPEC 1.11 names; the rest are the classic slips.
+A variant is selected by name through MESHLOG_STACK_VARIANT, which every process of a
+mesh inherits; each process patches its own half (host, child) when it starts, and the
+driver half is patched on one client instance only, so other tests are unaffected.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable
 from typing import Any
 
-VARIANTS: dict[str, str] = {}
+Patch = Callable[[Any], None]
+
+VARIANTS: dict[str, str] = {
+    "no_quiesce": "the child exits at the end of its workload without waiting for its tails",
+    "abort_drops_pipe": "stop aborts the tee at once, dropping bytes still in the pipe",
+    "lost_wakeup": "file writers wait for a one-shot stop signal and miss it",
+    "file_queue_dropped_on_close": "file writers quit on stop, dropping queued batches",
+    "second_barrier_orphans_first": "a new barrier replaces the open one without answering it",
+    "barrier_never_ends": "a barrier past its deadline is never answered",
+    "no_flush_none_at_eof": "the tee posts no Flush(None) at EOF",
+    "flush_none_twice": "the tee posts Flush(None) twice at EOF",
+    "partial_line_dropped": "the tee drops the final partial line at EOF",
+    "truncation_off_by_one": "lines are cut at 4097 bytes instead of 4096",
+    "prefix_on_wrong_stream": "the [rank] prefix goes on stderr only",
+    "barrier_one_ack_early": "a barrier completes one ack before every rank acked",
+    "file_writer_skips_final_flush": "file writers buffer and never flush their last block",
+    "files_in_local_without_force": "Env::Local writes files without HYPERACTOR_FORCE_FILE_LOG",
+}
 
 
-def apply_to_driver(variant: str, client: Any) -> None:
-    """Patch one driver-side LoggingMeshClient instance."""
+# -- host side ------------------------------------------------------------------------------
 
 
-def apply_in_process(role: str) -> None:
-    """Patch this host or child process's classes, per MESHLOG_STACK_VARIANT."""
+def _abort_drops_pipe() -> None:
+    from pytest_meshlog.stack import bootstrap, tee
+
+    async def abort(self: tee.StreamFwder) -> tuple[list[bytes], BaseException | None]:
+        self.stop.set()
+        eof = self.done.is_set()
+        if not eof:  # breaks out at once: whatever is still in the pipe is dropped
+            self._set_reading(False)
+            self.done.set()
+            if self.sender is not None:
+                self.sender.flush(None)
+                self.journal("flush_none_posted", rank=self.rank, stream=self.stream)
+            self.journal("eof", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal("abort", rank=self.rank, stream=self.stream, peek=[], drained_bytes=0, eof=eof)
+        return self.peek(), None
+
+    tee.StreamFwder.abort = abort  # type: ignore[method-assign]
+    original_stop = bootstrap.BootstrapProcManager.stop
+
+    async def stop(self: bootstrap.BootstrapProcManager, timeout: float) -> dict[str, Any]:
+        for child in self.children.values():  # STOP, then abort at once: races the EOF
+            sender = child.senders.get("stdout")
+            if sender is not None and not child.exited.is_set():
+                sender.stop_child()
+            for fwder in child.fwders.values():
+                await fwder.abort()
+        return await original_stop(self, timeout)
+
+    bootstrap.BootstrapProcManager.stop = stop  # type: ignore[method-assign]
+
+
+def _lost_wakeup() -> None:
+    from pytest_meshlog.stack import file_appender as fa
+
+    async def writer(self: fa.FileAppender, stream: str) -> None:
+        queue, fd = self._queues[stream], self._fds[stream]
+        while not self.stop.is_set():  # checks the signal only between batches
+            batch = await queue.get()
+            if batch is None:
+                continue
+            os.write(fd, b"\n".join(batch) + b"\n")
+            self.lines_written[stream] += len(batch)
+        os.close(fd)
+
+    async def close(self: fa.FileAppender, timeout: float) -> None:
+        self.stop.set()  # a one-shot notify: a writer parked in queue.get() never sees it
+        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        self.journal("file_appender_closed", lines_written=dict(self.lines_written),
+                     write_errors=dict(self.write_errors), timed_out=bool(pending))  # fmt: skip
+
+    fa.FileAppender._writer = writer  # type: ignore[method-assign]
+    fa.FileAppender.close = close  # type: ignore[method-assign]
+
+
+def _file_queue_dropped_on_close() -> None:
+    from pytest_meshlog.stack import file_appender as fa
+
+    async def writer(self: fa.FileAppender, stream: str) -> None:
+        queue, fd = self._queues[stream], self._fds[stream]
+        while True:
+            batch = await queue.get()
+            if batch is None or self.stop.is_set():  # quits on stop with batches queued
+                break
+            if self.write_delay:
+                await asyncio.sleep(self.write_delay)
+            os.write(fd, b"\n".join(batch) + b"\n")
+            self.lines_written[stream] += len(batch)
+        os.close(fd)
+
+    fa.FileAppender._writer = writer  # type: ignore[method-assign]
+
+
+def _file_writer_skips_final_flush() -> None:
+    import io
+
+    from pytest_meshlog.stack import file_appender as fa
+
+    async def writer(self: fa.FileAppender, stream: str) -> None:
+        queue, fd = self._queues[stream], self._fds[stream]
+        out = io.BufferedWriter(io.FileIO(fd, "w", closefd=False), buffer_size=1 << 20)
+        while True:
+            batch = await queue.get()
+            if batch is None:
+                break
+            out.write(b"\n".join(batch) + b"\n")
+            self.lines_written[stream] += len(batch)
+        os.close(fd)  # the buffered block never reaches the file
+
+    fa.FileAppender._writer = writer  # type: ignore[method-assign]
+
+
+def _tee_eof(flush_times: int, forward_tail: bool) -> None:
+    from pytest_meshlog.stack import tee
+
+    def eof(self: tee.StreamFwder) -> None:
+        if self.done.is_set():
+            return
+        self._set_reading(False)
+        self.done.set()
+        tail = self.framer.take_partial()
+        if tail is not None and forward_tail:
+            self._forward([tail])
+            self.journal("partial_forwarded", rank=self.rank, stream=self.stream, nbytes=len(tail))
+        self.journal("eof", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal("console_bytes", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        for _ in range(flush_times):
+            if self.sender is not None:
+                self.sender.flush(None)
+                self.journal("flush_none_posted", rank=self.rank, stream=self.stream)
+        os.close(self.fd)
+
+    tee.StreamFwder._eof = eof  # type: ignore[method-assign]
+
+
+def _truncation_off_by_one() -> None:
+    from pytest_meshlog.stack import framing
+
+    framing.MAX_LINE_SIZE = 4097  # type: ignore[misc]
+    framing._KEEP = 4097 + 4  # type: ignore[misc]
+
+
+def _prefix_on_wrong_stream() -> None:
+    from pytest_meshlog.stack import tee
+
+    original = tee.StreamFwder.__init__
+
+    def init(self: tee.StreamFwder, **kwargs: Any) -> None:
+        rank = kwargs["rank"]
+        kwargs["prefix"] = f"[{rank}] ".encode() if kwargs["stream"] == "stderr" else b""
+        original(self, **kwargs)
+
+    tee.StreamFwder.__init__ = init  # type: ignore[method-assign]
+
+
+def _files_in_local_without_force() -> None:
+    from pytest_meshlog.stack import config
+
+    original = config.StackConfig.file_log_gate
+
+    def gate(self: config.StackConfig) -> str | None:
+        return None if self.env == "local" else original(self)
+
+    config.StackConfig.file_log_gate = gate  # type: ignore[method-assign]
+
+
+# -- child side -----------------------------------------------------------------------------
+
+
+def _no_quiesce() -> None:
+    import sys
+
+    from pytest_meshlog.stack import child
+
+    def finish(self: child.ChildRuntime, code: int) -> Any:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        self._journal("child_exit", code=code)
+        os._exit(code)  # the forwarder dies with the process, tails or not
+
+    child.ChildRuntime.finish = finish  # type: ignore[method-assign]
+
+
+# -- driver side (one client instance) ------------------------------------------------------
+
+
+def _second_barrier_orphans_first(mesh: Any) -> None:
+    client = mesh.client
+    original = client.start_sync_flush
+
+    def start(expected: frozenset[int]) -> Any:
+        client._barrier = None  # forget the open one: its caller never hears back
+        return original(expected)
+
+    client.start_sync_flush = start
+
+
+def _barrier_never_ends(mesh: Any) -> None:
+    mesh.client.expire = lambda barrier: None
+
+
+def _barrier_one_ack_early(mesh: Any) -> None:
+    client = mesh.client
+    original = client._on_ack
+
+    def on_ack(rank: int, version: int, via: str = "marker") -> None:
+        original(rank, version, via)
+        barrier = client._barrier
+        if barrier is not None and barrier.version == version and len(barrier.acked) >= len(barrier.expected) - 1:
+            client._complete(barrier)
+
+    client._on_ack = on_ack
+
+
+_IN_PROCESS: dict[str, tuple[str, Callable[[], None]]] = {
+    "no_quiesce": ("child", _no_quiesce),
+    "abort_drops_pipe": ("host", _abort_drops_pipe),
+    "lost_wakeup": ("host", _lost_wakeup),
+    "file_queue_dropped_on_close": ("host", _file_queue_dropped_on_close),
+    "no_flush_none_at_eof": ("host", lambda: _tee_eof(0, True)),
+    "flush_none_twice": ("host", lambda: _tee_eof(2, True)),
+    "partial_line_dropped": ("host", lambda: _tee_eof(1, False)),
+    "truncation_off_by_one": ("host", _truncation_off_by_one),
+    "prefix_on_wrong_stream": ("host", _prefix_on_wrong_stream),
+    "file_writer_skips_final_flush": ("host", _file_writer_skips_final_flush),
+    "files_in_local_without_force": ("host", _files_in_local_without_force),
+}
+_ON_DRIVER: dict[str, Patch] = {
+    "second_barrier_orphans_first": _second_barrier_orphans_first,
+    "barrier_never_ends": _barrier_never_ends,
+    "barrier_one_ack_early": _barrier_one_ack_early,
+}
+assert set(_IN_PROCESS) | set(_ON_DRIVER) == set(VARIANTS)
+
+
+def apply_in_process(variant: str, role: str) -> None:
+    """Patch this host or child process's classes for `variant` (no-op for other roles)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"MESHLOG_STACK_VARIANT={variant!r} is not a known variant")
+    where = _IN_PROCESS.get(variant)
+    if where is not None and where[0] == role:
+        where[1]()
+
+
+def apply_to_driver(variant: str, mesh: Any) -> None:
+    """Patch one LoggingMeshClient instance (its LogClientActor) for `variant`."""
+    patch = _ON_DRIVER.get(variant)
+    if patch is not None:
+        patch(mesh)

@@ -165,6 +165,12 @@ class BootstrapProcManager:
         if self.files is not None:
             self.files.redirect("/dev/full")
 
+    def slow_files(self, delay: float) -> None:
+        """Fault injection: every file batch takes `delay` seconds more (a slow disk)."""
+        if self.files is not None:
+            self.files.write_delay = delay
+            self.journal("file_appender_slowed", delay=delay)
+
     async def stop(self, timeout: float) -> dict[str, Any]:
         """Quiesce every child, wait for EOF and exit, abort the tees, close the files."""
         deadline = time.monotonic() + timeout
@@ -188,7 +194,7 @@ class BootstrapProcManager:
             for sender in child.senders.values():
                 await sender.close(deadline)
         if self.files is not None:
-            await self.files.close(max(1.0, deadline - time.monotonic()))
+            await self.files.close(max(2.0, (deadline - time.monotonic()) / 2))
         self.stopped.set()
         return {
             "exits": {c.rank: [c.code, c.signal, c.killed_by_us] for c in self.children.values()},
@@ -245,6 +251,8 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
                 manager.close_channel(msg[1])
             elif kind == "break_files":
                 manager.break_files()
+            elif kind == "slow_files":
+                manager.slow_files(msg[1])
             elif kind == "stop":
                 result = await manager.stop(msg[1])
                 ctl.send(("stopped", result))
@@ -257,13 +265,15 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_meshlog.stack.bootstrap")
+    parser = argparse.ArgumentParser(prog="python -m pytest_meshlog.stack.host")
     parser.add_argument("--host", type=int, required=True)
     parser.add_argument("--ctl-fd", type=int, required=True)
     parser.add_argument("--journal-dir", default=None)
     args = parser.parse_args(argv)
+    variant = os.environ.get("MESHLOG_STACK_VARIANT")
+    if variant:  # the self-test's deliberately broken stacks
+        from ..selftest.variants import apply_in_process
+
+        apply_in_process(variant, "host")
     return asyncio.run(_serve(args.host, args.ctl_fd, args.journal_dir))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

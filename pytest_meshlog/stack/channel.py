@@ -60,7 +60,10 @@ class FrameConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed.set()
-        self.writable.set()
+        if not self.writable.is_set():  # a producer paused on us must not wait forever
+            self.writable.set()
+            if self.on_resume is not None:
+                self.on_resume()
         if self.on_closed is not None:
             self.on_closed(self, exc)
 

@@ -22,7 +22,8 @@ from .forwarder import LogForwardActor
 from .journal import Journal
 
 START_TIMEOUT_S = 15.0
-QUIESCE_TIMEOUT_S = 15.0
+QUIESCE_TIMEOUT_S = float(os.environ.get("MESHLOG_QUIESCE_TIMEOUT", "15"))
+"""How long a stopping child waits for its tails to be relayed before exiting anyway."""
 
 
 class ChildRuntime:
@@ -156,6 +157,11 @@ class ChildRuntime:
 
 def run_child(workload: Callable[[ChildRuntime], int | None]) -> NoReturn:
     """Run `workload` as a mesh child; quiesce and exit with its return code (0 for None)."""
+    variant = os.environ.get("MESHLOG_STACK_VARIANT")
+    if variant:  # the self-test's deliberately broken stacks
+        from ..selftest.variants import apply_in_process
+
+        apply_in_process(variant, "child")
     rt = ChildRuntime()
     rt.start()
     try:

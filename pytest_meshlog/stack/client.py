@@ -60,8 +60,11 @@ class _Barrier:
 class LogClientActor:
     """Serves the client address; all methods run on the driver's stack loop."""
 
-    def __init__(self, address: str, journal: Journal, sink: Sink | None = None) -> None:
+    def __init__(
+        self, address: str, journal: Journal, sink: Sink | None = None, consume_delay: float = 0.0
+    ) -> None:
         self.address = address
+        self.consume_delay = consume_delay  # fault injection: a slow consumer
         self.journal = journal
         self.sink: Sink = sink or stdio_sink
         self.delivered: dict[tuple[int, str], list[bytes]] = {}
@@ -90,6 +93,8 @@ class LogClientActor:
         kind = msg[0]
         if kind == wire.LOG:
             self._on_log(conn.info["rank"], msg[1], msg[2], msg[3], msg[4])
+            if self.consume_delay:
+                self._consume_slowly(conn)
         elif kind == wire.FLUSH:
             if msg[1] is not None:
                 self._on_ack(conn.info["rank"], msg[1])
@@ -125,6 +130,19 @@ class LogClientActor:
             if self._window_timer is None:
                 loop = asyncio.get_running_loop()
                 self._window_timer = loop.call_later(self.window, self.print_aggregates)
+
+    def _consume_slowly(self, conn: FrameConnection) -> None:
+        """The slow_client fault: each batch costs `consume_delay` of this forwarder's
+        reading time (the loop itself stays free, so barriers and control go on)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        resume_at = max(conn.info.get("resume_at", now), now) + self.consume_delay
+        conn.info["resume_at"] = resume_at
+        conn.pause_reading()
+        handle = conn.info.get("resume_handle")
+        if handle is not None:
+            handle.cancel()
+        conn.info["resume_handle"] = loop.call_at(resume_at, conn.resume_reading)
 
     def _on_closed(self, conn: FrameConnection, exc: BaseException | None) -> None:
         rank = conn.info.get("rank")

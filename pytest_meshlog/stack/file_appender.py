@@ -28,6 +28,7 @@ class FileAppender:
         self.stop = asyncio.Event()
         self.lines_written = dict.fromkeys(STREAMS, 0)
         self.write_errors = dict.fromkeys(STREAMS, 0)
+        self.write_delay = 0.0  # fault injection: a slow disk
         self._queues: dict[str, asyncio.Queue[list[bytes] | None]] = {s: asyncio.Queue() for s in STREAMS}
         self._fds = {
             s: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -57,6 +58,8 @@ class FileAppender:
             batch = await queue.get()
             if batch is _END:
                 break
+            if self.write_delay:
+                await asyncio.sleep(self.write_delay)
             data = b"\n".join(batch) + b"\n"
             try:
                 while data:

@@ -86,6 +86,7 @@ class LoggingMeshClient:
         sink: Sink | None = None,
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
+        consume_delay: float = 0.0,
     ) -> None:
         self.config = config if config is not None else StackConfig.from_env()
         if hosts < 1:
@@ -103,7 +104,9 @@ class LoggingMeshClient:
         self.record_dir.mkdir(exist_ok=True)
         self.sockdir = private_dir()
         self.journal = Journal(self.journal_dir, "driver")
-        self.client = LogClientActor(os.path.join(self.sockdir, "client.sock"), self.journal, sink)
+        self.client = LogClientActor(
+            os.path.join(self.sockdir, "client.sock"), self.journal, sink, consume_delay
+        )
         self.stream_to_client = stream_to_client
         self.aggregate_window_sec = aggregate_window_sec
         self.exits: dict[int, ExitInfo] = {}
@@ -193,7 +196,7 @@ class LoggingMeshClient:
         err = str(self.workdir / f"console-host{h}.stderr")
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen(
-                [self.python, "-m", "pytest_meshlog.stack.bootstrap", "--host", str(h),
+                [self.python, "-m", "pytest_meshlog.stack.host", "--host", str(h),
                  "--ctl-fd", str(child.fileno()), "--journal-dir", str(self.journal_dir)],
                 stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, env=env,
                 pass_fds=(child.fileno(),), preexec_fn=set_parent_death_signal,
@@ -258,8 +261,11 @@ class LoggingMeshClient:
         return self._call(self._flush(timeout), timeout + 5.0, "a flush barrier")
 
     async def _flush(self, timeout: float) -> BarrierOutcome:
+        # every live forwarder: not gone, not finished (Bye), not in a child known to be dead
         expected = frozenset(
-            r for r, c in self.client.forwarders.items() if c.active and r not in self.client.said_bye
+            r
+            for r, c in self.client.forwarders.items()
+            if c.active and r not in self.client.said_bye and r not in self.exits
         )
         barrier = self.client.start_sync_flush(expected)
         self.client.cast_force_sync(barrier)
@@ -281,10 +287,12 @@ class LoggingMeshClient:
 
         return self._call(kill(), 15.0, f"rank {rank} to be signalled")
 
-    def inject(self, rank: int, what: str) -> None:
-        """Fault injection on the rank's host: "close_channel" or "break_files"."""
+    def inject(self, rank: int, what: str, *args: Any) -> None:
+        """Fault injection on the rank's host: "close_channel" (that rank's channel),
+        "break_files" or "slow_files" (delay) for the whole host. Delivered in order with
+        every other control message to that host."""
         host = self._hosts[self.host_of[rank]]
-        msg = ("close_channel", rank) if what == "close_channel" else (what,)
+        msg = ("close_channel", rank) if what == "close_channel" else (what, *args)
         self._loop.call_soon_threadsafe(host.ctl.send, msg)
 
     def wait_children(self, timeout: float) -> dict[int, ExitInfo]:
@@ -342,8 +350,12 @@ class LoggingMeshClient:
                 max(time.monotonic() + 0.5, deadline),
             )
         unconfirmed = tuple(r for r in self.ranks if r not in self.client.said_bye)
-        if self.config.enable_log_forwarding and unconfirmed:
-            problems.append(f"ranks {list(unconfirmed)} exited without confirming their final lines")
+        clean = [r for r in unconfirmed if self._exited_cleanly(r)]
+        if self.config.enable_log_forwarding and clean:
+            problems.append(
+                f"ranks {clean} exited cleanly without confirming that their final lines were "
+                "relayed (no Bye from their forwarder)"
+            )
         self.client.print_aggregates()
         for host in self._hosts:
             host.ctl.send(("shutdown",))
@@ -351,6 +363,10 @@ class LoggingMeshClient:
             await self._reap_host(host, max(time.monotonic() + 1.0, deadline))
         self.journal("stop_end")
         return StopOutcome(barrier, dict(self.exits), tails, files, unconfirmed, problems, time.monotonic() - t0)
+
+    def _exited_cleanly(self, rank: int) -> bool:
+        info = self.exits.get(rank)
+        return info is not None and info.code == 0 and info.signal is None and not info.killed_by_stack
 
     async def _reap_host(self, host: _Host, deadline: float) -> None:
         while host.proc.poll() is None and time.monotonic() < deadline:
