@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fake_procs import FakeProcs
+from fake_procs import CrashHow, FakeProcs
 
 from .harness import MeshHarness
 from .report import BarrierResult
@@ -52,7 +52,7 @@ def test_partial_last_line_both_streams(meshlog: MeshHarness, fake_procs: FakePr
 
 
 @pytest.mark.parametrize("how", ["exit", "sigkill", "sigsegv", "abort"])
-def test_crash_mid_batch(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, how: str) -> None:
+def test_crash_mid_batch(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, how: CrashHow) -> None:
     """A crashed child may lose only the tail of what it wrote to the client (the last
     batch); its file lines are complete, the others lose nothing, and stop never hangs."""
     scripts = [fake_procs.crasher(after_lines=300, how=how)] + [

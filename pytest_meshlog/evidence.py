@@ -24,7 +24,11 @@ STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
 
 def barrier_result(outcome: BarrierOutcome) -> BarrierResult:
     return BarrierResult(
-        outcome.version, outcome.status, outcome.acked_ranks, outcome.missing_ranks, outcome.latency_s
+        outcome.version,
+        outcome.status,  # type: ignore[arg-type]  # one of the three statuses the client sets
+        outcome.acked_ranks,
+        outcome.missing_ranks,
+        outcome.latency_s,
     )
 
 
@@ -47,16 +51,15 @@ def file_lines_by_rank(
     oracle reports it as a line nobody emitted)."""
     out: dict[tuple[int, Stream], list[bytes]] = {key: [] for key in expected}
     owners: dict[tuple[Stream, bytes], int] = {}
-    for (rank, stream), lines in expected.items():
+    for (owner, which), lines in expected.items():
         for line in lines:
-            owners.setdefault((stream, line), rank)
+            owners.setdefault((which, line), owner)
     for path in files:
         stream: Stream = "stdout" if path.endswith(".stdout") else "stderr"
         data = Path(path).read_bytes() if Path(path).exists() else b""
         for line in data.split(b"\n")[:-1]:
-            rank = _rank_of(line, prefix_with_rank)
-            if rank is None:
-                rank = owners.get((stream, line), 0)
+            found = _rank_of(line, prefix_with_rank)
+            rank = owners.get((stream, line), 0) if found is None else found
             out.setdefault((rank, stream), []).append(line)
     return out
 

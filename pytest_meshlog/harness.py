@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -193,7 +192,7 @@ class MeshHarness:
         scripts = tuple(scripts)
         if not scripts or not all(isinstance(s, Script) for s in scripts):
             raise TypeError(f"spawn() needs Script objects (from the fake_procs fixture), got {scripts!r}")
-        changes = {
+        changes: dict[str, Any] = {
             k: v
             for k, v in dict(
                 hosts=hosts, env=env, force_file_log=force_file_log, prefix_with_rank=prefix_with_rank,

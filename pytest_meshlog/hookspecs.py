@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from fake_procs.catalog import ScriptCatalog
+    from fake_procs.catalog import Catalog
 
     from .backend import StackBackend
     from .report import TeardownReport
 
 
 @pytest.hookspec
-def pytest_meshlog_add_scripts(catalog: ScriptCatalog) -> None:
+def pytest_meshlog_add_scripts(catalog: Catalog) -> None:
     """Add named fake-proc scripts: ``catalog.add(name, factory)``."""
 
 

@@ -18,6 +18,8 @@ MARKERS = {
                                              "slow_client", "file_write_error", "slow_files", "hang"))),
     "meshlog_expect": "meshlog_expect(lost_at_most=0, barrier='complete'|'timeout'): what the "
     "test expects instead of 'nothing lost, every barrier completes'",
+    "meshlog_catalog": "a scenario of the built-in teardown catalog (added by --meshlog); "
+    "select them alone with -m meshlog_catalog",
 }  # fmt: skip
 
 FAULT_KINDS: dict[str, set[str]] = {

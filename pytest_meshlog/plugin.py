@@ -179,7 +179,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     harnesses = item.stash.get(HARNESSES, [])
     if report.failed and harnesses and report.when in ("call", "teardown"):
-        for i, harness in enumerate(harnesses):
+        for _i, harness in enumerate(harnesses):
             for j, mesh in enumerate(harness.meshes):
                 title = f"meshlog mesh {j} (seed {mesh.seed}, stack {mesh.stack})"
                 if mesh.report is not None:

@@ -6,6 +6,8 @@ controller under pytest-xdist the same way they reach this process without it.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Generator
 from pathlib import Path
@@ -44,6 +46,15 @@ class MeshlogSession:
         self.caught: dict[str, list[str]] = defaultdict(list)
         self.tried: dict[str, list[str]] = defaultdict(list)
         self._selftest_failed = False
+        self.caught_dir: str | None = None  # shared by xdist workers: variants caught so far
+        if settings.selftest:
+            worker = getattr(config, "workerinput", None)
+            if worker is not None:
+                self.caught_dir = worker.get("meshlog_caught_dir")
+            else:
+                self.caught_dir = tempfile.mkdtemp(prefix="meshlog-selftest-")
+            if config.pluginmanager.hasplugin("xdist"):
+                config.pluginmanager.register(_XdistHooks(self), "meshlog-xdist")
 
     # -- collection -------------------------------------------------------------------------
 
@@ -59,6 +70,7 @@ class MeshlogSession:
         for node in session.genitems(module):
             # ids read as meshlog/<scenario>[params], as a user would name them
             node._nodeid = "meshlog/" + node.name.removeprefix("test_")
+            node.add_marker("meshlog_catalog")
             items.append(node)
 
     def selftest_active(self, item: pytest.Item) -> bool:
@@ -92,6 +104,22 @@ class MeshlogSession:
         )
         self._pending[item.nodeid].append(entry)
 
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """The self-test stops at a variant's first catch: later scenarios are skipped."""
+        variant = self.variant_of(item)
+        if variant is None or self.caught_dir is None:
+            return
+        marker = Path(self.caught_dir, variant)
+        if marker.exists():
+            pytest.skip(f"{variant} already caught by {marker.read_text()}")
+
+    def _note_caught(self, variant: str, scenario: str) -> None:
+        if self.caught_dir is None:
+            return
+        marker = Path(self.caught_dir, variant)
+        if not marker.exists():
+            marker.write_text(scenario)
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         variant = self.variant_of(item)
@@ -118,11 +146,14 @@ class MeshlogSession:
             if why is None:
                 problems = [p for e in entries for p in e.problems]
                 why = problems[0].splitlines()[0] if problems else None
+            scenario = item.nodeid.removeprefix("meshlog/").replace(f"-{variant}", "")
             report.meshlog_selftest = {  # type: ignore[attr-defined]
                 "variant": variant,
-                "scenario": item.nodeid.split("[")[0].removeprefix("meshlog/"),
+                "scenario": scenario,
                 "caught": why,
             }
+            if why:
+                self._note_caught(variant, scenario)
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -138,7 +169,7 @@ class MeshlogSession:
         for data in getattr(report, "meshlog_entries", None) or []:
             self.entries.append(ReportEntry.from_dict({**data, "outcome": final}))
         selftest = getattr(report, "meshlog_selftest", None)
-        if selftest:
+        if selftest and final != "skipped":
             self.tried[selftest["variant"]].append(selftest["scenario"])
             if selftest["caught"]:
                 self.caught[selftest["variant"]].append(f"{selftest['scenario']}: {selftest['caught']}")
@@ -148,6 +179,8 @@ class MeshlogSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if _is_xdist_worker(session.config):
             return
+        if self.caught_dir is not None:
+            shutil.rmtree(self.caught_dir, ignore_errors=True)
         if self.settings.selftest and self.tried:
             uncaught = sorted(v for v in self.tried if not self.caught.get(v))
             if uncaught:
@@ -170,10 +203,11 @@ class MeshlogSession:
             tr.write_sep("=", "meshlog self-test: broken stacks and the scenarios that caught them")
             for variant in sorted(self.tried):
                 caught = self.caught.get(variant, [])
-                status = f"caught by {len(caught)}/{len(self.tried[variant])}" if caught else "NOT CAUGHT"
-                tr.write_line(f"{variant:34} {status}", red=not caught, green=bool(caught))
-                for row in sorted(caught)[:4]:
-                    tr.write_line(f"    {row[:150]}")
+                tried = len(self.tried[variant])
+                status = f"caught ({len(caught)} of {tried} scenarios run)" if caught else f"NOT CAUGHT by any of {tried} scenarios"
+                tr.write_line(f"{variant:32} {status}", red=not caught, green=bool(caught))
+                for row in sorted(caught)[:3]:
+                    tr.write_line(f"    {row[:160]}")
             if self._selftest_failed:
                 tr.write_line("self-test FAILED: a broken stack went unnoticed by every scenario", red=True)
         if self.settings.report and not _is_xdist_worker(self.config):
@@ -181,6 +215,16 @@ class MeshlogSession:
 
 
 _CAUGHT = pytest.StashKey[str]()
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is present (its hooks are unknown otherwise)."""
+
+    def __init__(self, session: MeshlogSession) -> None:
+        self.session = session
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["meshlog_caught_dir"] = self.session.caught_dir
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:

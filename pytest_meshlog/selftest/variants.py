@@ -11,6 +11,7 @@ driver half is patched on one client instance only, so other tests are unaffecte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +85,7 @@ def _lost_wakeup() -> None:
 
     async def close(self: fa.FileAppender, timeout: float) -> None:
         self.stop.set()  # a one-shot notify: a writer parked in queue.get() never sees it
-        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for task in pending:
             task.cancel()
         self.journal("file_appender_closed", lines_written=dict(self.lines_written),
@@ -157,8 +158,8 @@ def _tee_eof(flush_times: int, forward_tail: bool) -> None:
 def _truncation_off_by_one() -> None:
     from pytest_meshlog.stack import framing
 
-    framing.MAX_LINE_SIZE = 4097  # type: ignore[misc]
-    framing._KEEP = 4097 + 4  # type: ignore[misc]
+    framing.MAX_LINE_SIZE = 4097  # type: ignore[attr-defined]
+    framing._KEEP = 4097 + 4
 
 
 def _prefix_on_wrong_stream() -> None:
@@ -195,10 +196,8 @@ def _no_quiesce() -> None:
 
     def finish(self: child.ChildRuntime, code: int) -> Any:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         self._journal("child_exit", code=code)
         os._exit(code)  # the forwarder dies with the process, tails or not
 

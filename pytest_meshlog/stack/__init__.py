@@ -24,7 +24,16 @@ _MODULE_OF = {
     "MeshError": "mesh_client",
     "StopOutcome": "mesh_client",
 }
-__all__ = sorted(_MODULE_OF)
+__all__ = [
+    "BarrierOutcome",
+    "ChildSpec",
+    "ConfigError",
+    "ExitInfo",
+    "LoggingMeshClient",
+    "MeshError",
+    "StackConfig",
+    "StopOutcome",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -19,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import wire
 from .channel import FrameConnection
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
@@ -185,10 +185,8 @@ class BootstrapProcManager:
         for child in self.children.values():
             for stream, fwder in child.fwders.items():
                 if not fwder.done.is_set():
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(fwder.done.wait(), max(0.05, deadline - time.monotonic()))
-                    except TimeoutError:
-                        pass
                 lines, _ = await fwder.abort()
                 tails.setdefault(child.rank, {})[stream] = [ln.decode("utf-8", "replace") for ln in lines[-20:]]
             for sender in child.senders.values():

@@ -10,6 +10,7 @@ partial lines and Flush(None)s have been relayed, tells the client goodbye, then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -124,10 +125,8 @@ class ChildRuntime:
         self.stopping.set()
         self.output_lock.acquire()  # held until exit: no write can start after this
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
@@ -141,6 +140,7 @@ class ChildRuntime:
             except BaseException as exc:
                 self._journal("quiesce_incomplete", error=repr(exc))
         self._journal("child_exit", code=code)
+        _save_coverage()
         os._exit(code)
 
     async def _drain_tails(self, fwd: LogForwardActor) -> None:
@@ -153,6 +153,18 @@ class ChildRuntime:
                 self._journal("tails_missing", streams=sorted(fwd.eof_streams))
         await fwd.say_bye(deadline)
         fwd.close()
+
+
+def _save_coverage() -> None:
+    """os._exit skips atexit, where coverage saves its data: save it here (only a child
+    that crashes loses its own coverage)."""
+    cov_module = sys.modules.get("coverage")
+    if cov_module is None:
+        return
+    cov = cov_module.Coverage.current()
+    if cov is not None:
+        cov.stop()
+        cov.save()
 
 
 def run_child(workload: Callable[[ChildRuntime], int | None]) -> NoReturn:

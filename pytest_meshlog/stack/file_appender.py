@@ -73,10 +73,10 @@ class FileAppender:
     async def close(self, timeout: float) -> None:
         """Stop the writers after everything already posted is written."""
         self.stop.set()  # level-triggered: posts from here on are refused
-        for queue, task in zip(self._queues.values(), self._tasks):
+        for queue, task in zip(self._queues.values(), self._tasks, strict=False):
             if not task.done():  # always wake the writer, whoever set `stop` first
                 queue.put_nowait(_END)  # behind every accepted batch (FIFO)
-        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for task in pending:
             task.cancel()
         self.journal(

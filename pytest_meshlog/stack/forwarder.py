@@ -10,6 +10,7 @@ byte the child wrote before the barrier began has been relayed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -202,10 +203,8 @@ def _ignore(conn: FrameConnection, msg: list[Any]) -> None:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def monotonic_deadline(seconds: float) -> float:

@@ -8,6 +8,7 @@ process, socket or directory behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -398,10 +399,8 @@ class LoggingMeshClient:
             if host.proc.poll() is None:
                 host.proc.kill()  # its children die with it (parent-death signal)
         for host in self._hosts:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 host.proc.wait(5.0)
-            except subprocess.TimeoutExpired:
-                pass
 
         async def shutdown() -> None:
             self.client.close()
@@ -409,10 +408,8 @@ class LoggingMeshClient:
                 host.ctl.close()
             await asyncio.sleep(0)
 
-        try:
+        with contextlib.suppress(Exception):
             self._call(shutdown(), 5.0, "the client to close")
-        except Exception:
-            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5.0)
         if not self._thread.is_alive():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fcntl
 import os
 import struct
@@ -171,10 +172,8 @@ class StreamFwder:
         if self.sender is not None:
             self.sender.flush(None)
             self.journal("flush_none_posted", rank=self.rank, stream=self.stream)
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
 
     # -- barrier and stop -------------------------------------------------------------------
 

@@ -1,0 +1,39 @@
+"""The built-in catalog and the self-test, run as users run them (`pytest --meshlog`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_meshlog.selftest.variants import VARIANTS
+
+QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark", "-q")
+
+
+def test_catalog_is_clean_on_the_reference_stack(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--meshlog", "-m", "meshlog_catalog", *QUIET, timeout=600)
+    result.stdout.fnmatch_lines(["*meshlog teardown summary*", "scenarios:*", "lines delivered:*"])
+    assert "unexplained" not in result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-5000:]
+    assert outcomes["passed"] >= 50
+
+
+def test_selftest_catches_every_broken_variant(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "--meshlog", "--meshlog-selftest", "-m", "meshlog_catalog", *QUIET, timeout=900
+    )
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out[-5000:]
+    for variant in VARIANTS:
+        result.stdout.fnmatch_lines([f"{variant} *caught (*"])
+    assert "NOT CAUGHT" not in out
+
+
+def test_selftest_fails_when_a_variant_goes_unnoticed(pytester: pytest.Pytester) -> None:
+    """The self-test's own check can fail: one scenario alone cannot catch every variant."""
+    result = pytester.runpytest_subprocess(
+        "--meshlog", "--meshlog-selftest", "-m", "meshlog_catalog", "-k", "env_test_has_no_files",
+        *QUIET, timeout=300,
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*NOT CAUGHT by any of 1 scenarios*", "*self-test FAILED*"])
