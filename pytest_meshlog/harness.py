@@ -172,6 +172,8 @@ class MeshHarness:
         self.tmp_path = tmp_path
         self.on_report = on_report
         self.meshes: list[Mesh] = []
+        self._reported: list[Mesh] = []
+        self._failed: list[Mesh] = []
 
     def spawn(
         self,
@@ -251,21 +253,30 @@ class MeshHarness:
         return tuple(out)
 
     def finish(self) -> list[TeardownReport]:
-        """Stop every mesh not yet stopped (never raises for that); return all reports."""
-        reports = []
+        """Stop and verify every mesh not yet done, each exactly once; every mesh is torn
+        down even if another one's stop fails (the first failure is raised afterwards)."""
+        failures: list[tuple[Mesh, BaseException]] = []
         for mesh in self.meshes:
-            if mesh.report is None:
+            if mesh.report is None and mesh not in self._failed:
                 try:
                     mesh.stop()
-                except BaseException as exc:  # still report, and still clean up
+                except BaseException as exc:
+                    self._failed.append(mesh)
+                    failures.append((mesh, exc))
                     mesh._client.close()
                     mesh.output.close()
-                    raise RuntimeError(f"stopping the mesh failed: {exc}") from exc
-            assert mesh.report is not None
-            if self.on_report is not None:
-                self.on_report(mesh, mesh.report)
-            reports.append(mesh.report)
-        return reports
+                    continue
+            if mesh.report is not None and mesh not in self._reported:
+                self._reported.append(mesh)
+                if self.on_report is not None:
+                    self.on_report(mesh, mesh.report)
+        if failures:
+            mesh, exc = failures[0]
+            index = self.meshes.index(mesh)
+            raise RuntimeError(
+                f"stopping mesh {index} (seed {mesh.seed}, stack {mesh.stack}) failed: {exc}"
+            ) from exc
+        return [m.report for m in self.meshes if m.report is not None]
 
 
 _TERMINAL = ("Crash", "Exit", "Hang")

@@ -43,6 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     settings = Settings.from_config(config)
     config.stash[SETTINGS] = settings
+    if settings.stack != "reference":
+        make_backend(config, settings.stack)  # an unknown name is a usage error, up front
     session = MeshlogSession(config, settings)
     config.stash[SESSION] = session
     config.pluginmanager.register(session, "meshlog-session")
@@ -178,6 +180,12 @@ def _procs_param(item: pytest.Item) -> int | None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     harnesses = item.stash.get(HARNESSES, [])
+    if report.failed and harnesses and report.when == "call":
+        for harness in harnesses:  # stop now, so the failure shows how the meshes went down
+            try:
+                harness.finish()
+            except Exception as exc:
+                report.sections.append(("meshlog: stopping the meshes failed", str(exc)))
     if report.failed and harnesses and report.when in ("call", "teardown"):
         for _i, harness in enumerate(harnesses):
             for j, mesh in enumerate(harness.meshes):

@@ -52,7 +52,10 @@ class Settings:
         for flag, ini, kind, default, _ in OPTIONS:
             value = config.getoption(flag)
             if value is None:
-                raw = config.getini(ini)
+                try:
+                    raw = config.getini(ini)
+                except ValueError as exc:
+                    raise pytest.UsageError(f"ini {ini}: {exc}") from None
                 if kind is bool:
                     value = bool(raw)
                 elif raw in (None, ""):
@@ -61,7 +64,8 @@ class Settings:
                     try:
                         value = kind(raw)
                     except ValueError:
-                        raise pytest.UsageError(f"ini {ini}={raw!r} is not a {kind.__name__}") from None
+                        what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+                        raise pytest.UsageError(f"ini {ini}={raw!r} is not {what}") from None
             values[ini.removeprefix("meshlog_") if ini != "meshlog" else "enabled"] = value
         settings = cls(**values)
         if settings.procs < 1:

@@ -42,6 +42,7 @@ class BarrierOutcome:
     acked_ranks: tuple[int, ...]
     missing_ranks: tuple[int, ...]
     latency_s: float
+    lost_ranks: tuple[int, ...] = ()  # expected, but their forwarder died during the barrier
 
     @property
     def completed(self) -> bool:
@@ -55,6 +56,7 @@ class _Barrier:
     started: float
     future: asyncio.Future[BarrierOutcome]
     acked: set[int] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)
 
 
 class LogClientActor:
@@ -151,8 +153,15 @@ class LogClientActor:
         if rank not in self.said_bye:
             self.lost.add(rank)
             self.journal("forwarder_lost", rank=rank)
-        if self._barrier is not None and rank in self._barrier.expected:
-            pass  # the barrier will name it at its deadline
+            barrier = self._barrier
+            if barrier is not None and rank in barrier.expected and rank not in barrier.acked:
+                # Its connection is read to the end: no ack can come any more. Stop waiting
+                # for it (as for a dead child at barrier start); the outcome names it.
+                barrier.expected = barrier.expected - {rank}
+                barrier.lost.add(rank)
+                self.journal("barrier_rank_lost", version=barrier.version, rank=rank)
+                if len(barrier.acked) >= len(barrier.expected):
+                    self._complete(barrier)
         self._poke()
 
     def _poke(self) -> None:
@@ -255,6 +264,7 @@ class LogClientActor:
                 acked_ranks=tuple(sorted(barrier.acked)),
                 missing_ranks=tuple(sorted(barrier.expected - barrier.acked)),
                 latency_s=time.monotonic() - barrier.started,
+                lost_ranks=tuple(sorted(barrier.lost)),
             )
         )
 
