@@ -11,12 +11,14 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from fake_procs import CrashHow, FakeProcs
 
-from .harness import MeshHarness
+from .harness import Mesh, MeshHarness
 from .report import BarrierResult
 
 
@@ -121,6 +123,7 @@ def test_hanging_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) 
     """A child that never ends is quiesced by stop: its partial line still arrives."""
     s = fake_procs.script().line().line(stream="stderr").partial().partial(stream="stderr").hang()
     mesh = meshlog.spawn([s] * procs, env="prod")
+    _wait_for(lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang")
     report = mesh.stop()
     report.assert_clean()
     assert all(report.partial_line_forwarded[r, s] for r in mesh.ranks for s in ("stdout", "stderr"))
@@ -193,9 +196,9 @@ def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
     results: dict[int, BarrierResult] = {}
     threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, mesh.flush(timeout=5))) for n in (1, 2)]
     threads[0].start()
-    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 1)
+    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 1, what="barrier 1 to start")
     threads[1].start()
-    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 2)
+    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 2, what="barrier 2 to start")
     mesh.kill(0, signal.SIGCONT)
     for t in threads:
         t.join(15)
@@ -237,7 +240,7 @@ def test_kill_under_backpressure(meshlog: MeshHarness, fake_procs: FakeProcs, pr
     """A child killed while backpressure holds its pipe full: the tee drains the pipe to
     EOF, so the files hold every line it wrote; only its client tail may be lost."""
     mesh = meshlog.spawn([fake_procs.flooder(lines=8000, line_bytes=200)] * procs, env="prod")
-    _wait_for(lambda: mesh.output.paths[0].stat().st_size > 20_000)
+    _wait_for(lambda: len(mesh.delivered(0)) > 100, what="rank 0's first lines")
     time.sleep(0.5)  # the pipeline fills up behind the slow client
     mesh.kill(0, signal.SIGKILL)
     for r in range(1, procs):
@@ -267,20 +270,19 @@ def test_barrier_between_phases(meshlog: MeshHarness, fake_procs: FakeProcs, pro
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _events(mesh: object, name: str) -> list[dict[str, object]]:
-    return [e for e in mesh._client.read_journal() if e["ev"] == name]  # type: ignore[attr-defined]
+def _events(mesh: Mesh, name: str) -> list[dict[str, Any]]:
+    return [e for e in mesh.journal() if e["ev"] == name]
 
 
-def _wait_for(predicate: object, timeout: float = 20.0) -> None:
-    done = threading.Event()
+def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "a condition") -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        done.wait(0.005)
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.005)
 
 
-def _flush_until_everyone_waited(mesh: object, procs: int) -> BarrierResult:
+def _flush_until_everyone_waited(mesh: Mesh, procs: int) -> BarrierResult:
     """Flush once every child waits in its barrier step (its progress record says so);
     flush again if one began waiting just too late, until every child got past it."""
     deadline = time.monotonic() + 20
@@ -290,19 +292,15 @@ def _flush_until_everyone_waited(mesh: object, procs: int) -> BarrierResult:
         if all(state == "passed" for state in states) and result is not None:
             return result
         if all(state in ("wait", "passed") for state in states):
-            result = mesh.flush(timeout=10)  # type: ignore[attr-defined]
+            result = mesh.flush(timeout=10)
         time.sleep(0.01)
     raise TimeoutError(f"children did not all pass their barrier step: {_barrier_states(mesh, procs)}")
 
 
-def _barrier_states(mesh: object, procs: int) -> list[str]:
-    from pathlib import Path
-
-    record_dir = Path(mesh._client.record_dir)  # type: ignore[attr-defined]
+def _barrier_states(mesh: Mesh, procs: int) -> list[str]:
     states = []
     for r in range(procs):
-        path = record_dir / f"rank{r}.progress"
-        text = path.read_bytes() if path.exists() else b""
+        text = mesh.progress(r)
         if b" acked " in text or b" timeout" in text:
             states.append("passed")
         elif b" wait" in text:

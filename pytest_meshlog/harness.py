@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fake_procs import Script
+from fake_procs import Script, progress_path
 
 from . import evidence as ev
 from .backend import MeshPlan, StackBackend
@@ -83,6 +83,19 @@ class Mesh:
     @property
     def stopped(self) -> bool:
         return self.outcome is not None
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The teardown journal so far: every process's events, in time order."""
+        return self._client.read_journal()
+
+    def progress(self, rank: int) -> bytes:
+        """The child's own progress record (fake_procs): which steps it has reached."""
+        path = Path(progress_path(self._client.record_dir, rank))
+        return path.read_bytes() if path.exists() else b""
+
+    def delivered(self, rank: int, stream: str = "stdout") -> list[bytes]:
+        """Lines of that rank and stream the driver's client has received so far."""
+        return list(self._client.delivered.get((rank, stream), ()))
 
     def flush(self, timeout: float | None = None) -> BarrierResult:
         """A barrier across every live forwarder; ends by its deadline (see `missing_ranks`)."""
@@ -271,11 +284,11 @@ class MeshHarness:
                 if self.on_report is not None:
                     self.on_report(mesh, mesh.report)
         if failures:
-            mesh, exc = failures[0]
-            index = self.meshes.index(mesh)
+            failed, error = failures[0]
+            index = self.meshes.index(failed)
             raise RuntimeError(
-                f"stopping mesh {index} (seed {mesh.seed}, stack {mesh.stack}) failed: {exc}"
-            ) from exc
+                f"stopping mesh {index} (seed {failed.seed}, stack {failed.stack}) failed: {error}"
+            ) from error
         return [m.report for m in self.meshes if m.report is not None]
 
 

@@ -49,3 +49,15 @@ def events(client: LoggingMeshClient, name: str, **match: Any) -> list[Event]:
         e for e in client.read_journal()
         if e["ev"] == name and all(e.get(k) == v for k, v in match.items())
     ]  # fmt: skip
+
+
+def wait_delivered(client: LoggingMeshClient, rank: int, stream: str, n: int, timeout: float = 20) -> None:
+    """Flush until `n` lines of the rank's stream reached the client (the child may start
+    writing later than spawn() returns); each barrier covers what was written before it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(client.delivered.get((rank, stream), ())) < n:
+        assert time.monotonic() < deadline, f"rank {rank} {stream}: fewer than {n} lines arrived"
+        client.flush(5)
+        time.sleep(0.005)

@@ -9,6 +9,7 @@ from pytest_meshlog.selftest.variants import VARIANTS
 QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark", "-q")
 
 
+@pytest.mark.timeout(900)
 def test_catalog_is_clean_on_the_reference_stack(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--meshlog", "-m", "meshlog_catalog", *QUIET, timeout=600)
     result.stdout.fnmatch_lines(["*meshlog teardown summary*", "scenarios:*", "lines delivered:*"])
@@ -18,6 +19,7 @@ def test_catalog_is_clean_on_the_reference_stack(pytester: pytest.Pytester) -> N
     assert outcomes["passed"] >= 50
 
 
+@pytest.mark.timeout(900)
 def test_selftest_catches_every_broken_variant(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
         "--meshlog", "--meshlog-selftest", "-m", "meshlog_catalog", *QUIET, timeout=900
@@ -29,6 +31,7 @@ def test_selftest_catches_every_broken_variant(pytester: pytest.Pytester) -> Non
     assert "NOT CAUGHT" not in out
 
 
+@pytest.mark.timeout(300)
 def test_selftest_fails_when_a_variant_goes_unnoticed(pytester: pytest.Pytester) -> None:
     """The self-test's own check can fail: one scenario alone cannot catch every variant."""
     result = pytester.runpytest_subprocess(

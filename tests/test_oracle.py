@@ -317,6 +317,21 @@ def test_barrier_timeout_names_the_missing_ranks() -> None:
     assert "expected a barrier to time out, but none did" in failure(clean, barrier="timeout")
 
 
+def test_barrier_timeout_on_crashed_ranks_only_is_allowed() -> None:
+    """SPEC 1.11: a crashed child never acks; the barrier ends by its deadline naming it."""
+    timeout = BarrierResult(1, "timeout", acked_ranks=(0,), missing_ranks=(1,), latency_s=2.0)
+    ranks = [rank_ev(0), rank_ev(1, crashed=True)]
+    assert evaluate(mesh(*ranks, barriers=(timeout,))).problems() == []
+    mixed = BarrierResult(1, "timeout", acked_ranks=(), missing_ranks=(0, 1), latency_s=2.0)
+    assert "never acked" in failure(evaluate(mesh(*ranks, barriers=(mixed,))))
+
+
+def test_barrier_completed_with_missing_ranks_is_flagged() -> None:
+    early = BarrierResult(1, "completed", acked_ranks=(0,), missing_ranks=(1,), latency_s=0.01)
+    msg = failure(evaluate(mesh(rank_ev(0), rank_ev(1), barriers=(early,))))
+    assert "reported completion with rank 1 still missing" in msg
+
+
 def test_superseded_barrier_needs_a_later_completion_and_every_start_an_answer() -> None:
     ranks = (rank_ev(0),)
     first = BarrierResult(1, "superseded", (), (0,), 0.001)

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_meshlog.stack import BarrierOutcome, ConfigError, LoggingMeshClient, StackConfig
 
-from .stack_helpers import child, events, mesh
+from .stack_helpers import child, events, mesh, wait_delivered
 
 
 def expected_lines(rank: int, n: int) -> dict[str, list[bytes]]:
@@ -39,6 +39,8 @@ def test_happy_path_delivers_every_line_and_both_partial_tails(tmp_path: Path) -
 
 def test_stop_quiesces_a_running_child_so_its_partial_line_arrives(tmp_path: Path) -> None:
     with mesh(tmp_path, [child("hang"), child("hang")]) as m:
+        for rank in (0, 1):
+            wait_delivered(m, rank, "stdout", 1)  # "hanging" is out; "partial" waits for EOF
         outcome = m.stop(20)
         assert outcome.problems == []
         for rank in (0, 1):
@@ -139,6 +141,7 @@ def test_file_appender_gate_and_contents(
     with mesh(
         tmp_path, [child("lines", 4), child("hang")], env=env, force_file_log=force, log_dir=str(log_dir)
     ) as m:
+        wait_delivered(m, 1, "stdout", 1)
         outcome = m.stop(20)
         if not files_expected:
             assert outcome.files == []

@@ -34,7 +34,7 @@ def lossy_report() -> TeardownReport:
     ]  # fmt: skip
     barriers = (
         BarrierResult(1, "completed", (0, 1, 2), (), 0.01),
-        BarrierResult(2, "timeout", (0, 2), (1,), 2.0),
+        BarrierResult(2, "timeout", (0,), (1, 2), 2.0),
     )
     return evaluate(mesh(*ranks, journal=tuple(events), barriers=barriers))
 
