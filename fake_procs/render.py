@@ -20,6 +20,9 @@ STREAMS = ("stdout", "stderr")
 FDS = {"stdout": 1, "stderr": 2}
 LETTERS = {"stdout": "o", "stderr": "e"}
 WRITE_OPS = frozenset({"line", "partial", "raw", "flood", "interleave"})
+FLOOD_BLOCK = 4096
+"""A flood writes whole lines in blocks of at most PIPE_BUF bytes (one atomic write and
+one record entry each): a chatty child, not one paying a system call per line."""
 
 _FALLBACK_CORPUS = ("fake procs write lines",)
 
@@ -91,10 +94,19 @@ class Renderer:
             stream = step["stream"]
             body = binascii.a2b_base64(step["b64"])
             yield stream, (self.next_tag(stream) + body if step["tag"] else body)
-        elif op == "flood":
+        elif op == "flood":  # written in blocks of whole lines, as a buffered writer would
             stream, size = step["stream"], step["line_bytes"]
+            block: list[bytes] = []
+            pending = 0
             for _ in range(step["n"]):
-                yield stream, self.generated(stream, size)
+                line = self.generated(stream, size)
+                if block and pending + len(line) > FLOOD_BLOCK:
+                    yield stream, b"".join(block)
+                    block, pending = [], 0
+                block.append(line)
+                pending += len(line)
+            if block:
+                yield stream, b"".join(block)
         elif op == "interleave":
             size = step["line_bytes"]
             for i in range(step["n"]):

@@ -250,7 +250,8 @@ def test_progress_record_is_exact_after_sigkill_on_a_full_pipe(
     out, _ = child.finish()
     assert child.proc.returncode == -signal.SIGKILL
     e = emitted(s, 3, child.record)
-    assert e.uncertain is not None and e.uncertain.nbytes == 101  # the blocked write
+    # the blocked write: one flood block, whole lines, atomic (at most PIPE_BUF bytes)
+    assert e.uncertain is not None and e.uncertain.nbytes % 101 == 0 and e.uncertain.nbytes <= 4096
     assert len(out) > 30_000
     assert (len(out), out) == (len(e.at_least("stdout")), e.at_least("stdout"))
 

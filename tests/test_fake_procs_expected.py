@@ -137,13 +137,13 @@ def test_replay_orders_direct_and_buffered_writes_by_the_record() -> None:
 
 
 def test_replay_of_a_killed_child_marks_the_last_write_uncertain() -> None:
-    s = script(seed=1).flood(10, 20)
-    record = b"fake_procs/1 rank=0 pid=1 steps=1\n" + b"w o d 0 21\n" * 4 + b"w o d 0"
+    s = script(seed=1).flood(400, 20)  # 21-byte lines, written in blocks of 195 lines
+    record = b"fake_procs/1 rank=0 pid=1 steps=1\n" + b"w o d 0 4095\n" * 2 + b"w o d 0"
     e = emitted(s, 0, record)  # the torn last line is ignored
     full = planned_bytes(s, 0)["stdout"]
-    assert e.streams["stdout"] == full[: 4 * 21]
-    assert e.uncertain is not None and e.uncertain.nbytes == 21
-    assert e.at_least("stdout") == full[: 3 * 21]
+    assert e.streams["stdout"] == full[: 2 * 4095]
+    assert e.uncertain is not None and e.uncertain.nbytes == 4095
+    assert e.at_least("stdout") == full[:4095]
     assert e.progress.ending is None
 
 

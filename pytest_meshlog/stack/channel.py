@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .wire import FrameDecoder, FrameError, encode
+from .wire import FrameDecoder, FrameError, decode, encode, frame
 
 OnMessage = Callable[["FrameConnection", list[Any]], None]
 OnClosed = Callable[["FrameConnection", BaseException | None], None]
@@ -27,6 +27,8 @@ class FrameConnection(asyncio.Protocol):
     def __init__(self, on_message: OnMessage, on_closed: OnClosed | None = None) -> None:
         self.on_message = on_message
         self.on_closed = on_closed
+        self.on_raw: Callable[[FrameConnection, bytes], bool] | None = None
+        """Sees each frame body first; True means handled (a relay passing frames on)."""
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
         self.info: dict[str, Any] = {}
@@ -49,14 +51,15 @@ class FrameConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            messages = self._decoder.feed(data)
+            bodies = self._decoder.frames(data)
+            handle, raw = self.on_message, self.on_raw
+            for body in bodies:
+                if raw is not None and raw(self, body):
+                    continue
+                handle(self, decode(body))
         except FrameError as exc:
             self.frame_error = exc
             self.close()
-            return
-        handle = self.on_message
-        for msg in messages:
-            handle(self, msg)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed.set()
@@ -76,6 +79,14 @@ class FrameConnection(asyncio.Protocol):
         self.writable.set()
         if self.on_resume is not None:
             self.on_resume()
+
+    def send_frame(self, body: bytes) -> bool:
+        """Pass an already-encoded frame body on unchanged."""
+        if not self.active:
+            return False
+        assert self.transport is not None
+        self.transport.write(frame(body))
+        return True
 
     def send(self, msg: tuple[Any, ...]) -> bool:
         """Queue a message; False (and nothing sent) when the connection is not active."""

@@ -84,7 +84,17 @@ class LogForwardActor:
     # -- served channel -------------------------------------------------------------------
 
     def _accept(self) -> FrameConnection:
-        return FrameConnection(self._on_channel_message, self._on_channel_closed)
+        conn = FrameConnection(self._on_channel_message, self._on_channel_closed)
+        conn.on_raw = self._relay_raw
+        return conn
+
+    def _relay_raw(self, conn: FrameConnection, body: bytes) -> bool:
+        """The hot path: a Log frame goes to the client as it came, never decoded."""
+        if not wire.is_log(body):
+            return False
+        if self.stream_to_client and self.client is not None:
+            self.client.send_frame(body)
+        return True
 
     def _on_channel_message(self, conn: FrameConnection, msg: list[Any]) -> None:
         kind = msg[0]

@@ -39,17 +39,18 @@ def encode(msg: tuple[Any, ...]) -> bytes:
 
 
 class FrameDecoder:
-    """Incremental decoder: feed bytes, get whole messages."""
+    """Incremental decoder: feed bytes, get whole frame bodies (or decoded messages)."""
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Any]:
+    def frames(self, data: bytes) -> list[bytes]:
+        """The bodies of every frame completed by `data` (length prefix removed)."""
         buf = self._buf
         buf += data
-        out: list[Any] = []
+        out: list[bytes] = []
         pos = 0
         end = len(buf)
         while end - pos >= 4:
@@ -58,14 +59,33 @@ class FrameDecoder:
                 raise FrameError(f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
             if end - pos - 4 < size:
                 break
-            try:
-                msg = msgpack.unpackb(memoryview(buf)[pos + 4 : pos + 4 + size], raw=False, strict_map_key=False)
-            except Exception as exc:
-                raise FrameError(f"undecodable frame of {size} bytes: {exc}") from None
-            if not isinstance(msg, list) or not msg:
-                raise FrameError(f"frame is not a message array: {msg!r:.80}")
-            out.append(msg)
+            out.append(bytes(buf[pos + 4 : pos + 4 + size]))
             pos += 4 + size
         if pos:
             del buf[:pos]
         return out
+
+    def feed(self, data: bytes) -> list[Any]:
+        return [decode(body) for body in self.frames(data)]
+
+
+def decode(body: bytes) -> Any:
+    """One frame body to its message; FrameError when it is not a message array."""
+    try:
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise FrameError(f"undecodable frame of {len(body)} bytes: {exc}") from None
+    if not isinstance(msg, list) or not msg:
+        raise FrameError(f"frame is not a message array: {msg!r:.80}")
+    return msg
+
+
+def is_log(body: bytes) -> bool:
+    """A LOG frame, told from its first two bytes (fixarray header, then kind 0), so a
+    relay can pass it on without decoding it."""
+    return len(body) > 1 and 0x90 <= body[0] <= 0x9F and body[1] == LOG
+
+
+def frame(body: bytes) -> bytes:
+    """A frame body back into a frame (for relaying it unchanged)."""
+    return _LEN.pack(len(body)) + body
