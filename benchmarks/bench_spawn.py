@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from fake_procs import Script, script
-
 from pytest_meshlog.stack import ChildSpec, LoggingMeshClient, StackConfig
 
 _RANK = re.compile(rb"\[host\d+ proc\[(\d+)\]\]")

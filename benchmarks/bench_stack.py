@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fake_procs import Script, script
-
 from pytest_meshlog.stack import ChildSpec, LoggingMeshClient, StackConfig
 
 CONFIG = StackConfig(enable_log_forwarding=True, env="local")
