@@ -59,7 +59,8 @@ def child_import_ms() -> float:
     total = 0
     for line in out.splitlines():
         parts = line.split("|")
-        if len(parts) == 3 and parts[2].startswith(" ") and not parts[2].startswith("  "):
+        top_level = len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  ")
+        if top_level:
             total += int(parts[1])  # cumulative time of top-level imports, in microseconds
     return total / 1000
 
