@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import NoReturn
 
 
@@ -31,26 +30,24 @@ class StandaloneRuntime:
         self._cond = threading.Condition()
 
     def install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGUSR1, self._on_usr1)
+        """Take SIGTERM and SIGUSR1 in a watcher thread with sigwait, never in a handler:
+        a handler that sets an Event can deadlock on the lock its own thread holds."""
+        wanted = {signal.SIGTERM, signal.SIGUSR1}
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)  # inherited by every later thread
+        threading.Thread(target=self._watch, args=(wanted,), name="standalone-signals", daemon=True).start()
 
-    def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping.set()
-
-    def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
-        self.ack()
+    def _watch(self, wanted: set[signal.Signals]) -> None:
+        while True:
+            if signal.sigwait(wanted) == signal.SIGTERM:
+                self.stopping.set()
+            else:
+                self.ack()
 
     def ack(self) -> None:
         """Ack one barrier (what the forwarder's ack does in a mesh)."""
-        # Called from a signal handler: never block on the condition's lock.
-        if self._cond.acquire(blocking=False):
-            try:
-                self._acked += 1
-                self._cond.notify_all()
-            finally:
-                self._cond.release()
-        else:
+        with self._cond:
             self._acked += 1
+            self._cond.notify_all()
 
     def wait_barrier(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
