@@ -225,10 +225,16 @@ class MeshHarness:
             log_dir = workdir / "logs"
         delay = next((float(f.params.get("delay", 0.01)) for f in self.faults if f.kind == "slow_client"), 0.0)
         output = ClientOutput(workdir)
+        proc_env = dict(self.env)
+        for fault in self.faults:  # host-wide faults hold from the first line on
+            if fault.kind == "slow_files":
+                proc_env["MESHLOG_FAULT_FILE_DELAY"] = str(float(fault.params.get("delay", 0.01)))
+            elif fault.kind == "file_write_error":
+                proc_env["MESHLOG_FAULT_FILE_ERRORS"] = "1"
         plan = MeshPlan(
             scripts=scripts, options=options, workdir=workdir,
             log_dir=None if log_dir is None else str(log_dir), sink=output, timeout=self.timeout,
-            env=self.env, client_delay=delay,
+            env=proc_env, client_delay=delay,
         )  # fmt: skip
         try:
             client = self.backend.launch(plan)
@@ -241,12 +247,8 @@ class MeshHarness:
         )  # fmt: skip
         self.meshes.append(mesh)
         for fault in self.faults:
-            if fault.kind == "close_channel" and fault.rank < len(scripts):
+            if fault.kind == "close_channel":
                 client.inject(fault.rank, "close_channel")
-            elif fault.kind == "file_write_error":
-                client.inject(fault.rank, "break_files")
-            elif fault.kind == "slow_files":
-                client.inject(fault.rank, "slow_files", float(fault.params.get("delay", 0.01)))
         return mesh
 
     def _apply_script_faults(self, scripts: tuple[Script, ...]) -> tuple[Script, ...]:

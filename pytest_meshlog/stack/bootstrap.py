@@ -23,6 +23,7 @@ from typing import Any
 from .channel import FrameConnection
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
+from .forkserver import ForkedChild, fork_module, forkable_module, warm_up
 from .journal import Journal
 from .procs import set_parent_death_signal
 from .sender import LocalLogSender
@@ -35,7 +36,7 @@ SPAWN_CONNECT_TIMEOUT_S = 15.0
 @dataclass
 class ChildState:
     rank: int
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | ForkedChild
     channel: str | None
     pipes: dict[str, int] = field(default_factory=dict)
     fwders: dict[str, StreamFwder] = field(default_factory=dict)
@@ -58,11 +59,17 @@ class BootstrapProcManager:
         self.ctl = ctl
         self.children: dict[int, ChildState] = {}
         self.files: FileAppender | None = None
+        self._warmed: set[str] = set()
         self.stopped = asyncio.Event()
         gate = config.file_log_gate()
         if gate is None:
             directory, basename = config.file_log_location()
             self.files = FileAppender(directory, basename, self.hostname, journal)
+            # faults a test asked for from the start (see docs/architecture.md)
+            if os.environ.get("MESHLOG_FAULT_FILE_DELAY"):
+                self.slow_files(float(os.environ["MESHLOG_FAULT_FILE_DELAY"]))
+            if os.environ.get("MESHLOG_FAULT_FILE_ERRORS") == "1":
+                self.break_files()
         else:
             journal("file_appender_gated", reason=gate)
 
@@ -75,24 +82,35 @@ class BootstrapProcManager:
 
     def _start_child(self, spec: dict[str, Any]) -> ChildState:
         rank = spec["rank"]
-        env = dict(spec["env"])
-        proc = subprocess.Popen(
-            spec["argv"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-            preexec_fn=set_parent_death_signal,
-        )
-        child = ChildState(rank=rank, proc=proc, channel=env.get("BOOTSTRAP_LOG_CHANNEL"))
-        for stream in STREAMS:  # the tee owns the raw fds; Popen's file objects must not close them
-            pipe = getattr(proc, stream)
-            child.pipes[stream] = os.dup(pipe.fileno())
-            pipe.close()
-            setattr(proc, stream, None)
+        argv, env = list(spec["argv"]), dict(spec["env"])
+        module = forkable_module(argv)
+        proc: subprocess.Popen[bytes] | ForkedChild
+        if module is not None:  # a Python child: fork it from this warmed-up host
+            if module not in self._warmed:
+                warm_up(module)
+                self._warmed.add(module)
+            proc, out_r, err_r = fork_module(module, argv[3:], env)
+            pipes = {"stdout": out_r, "stderr": err_r}
+        else:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+                preexec_fn=set_parent_death_signal,
+            )
+            pipes = {}
+            for stream in STREAMS:  # the tee owns the raw fds; Popen's files must not close them
+                pipe = getattr(popen, stream)
+                pipes[stream] = os.dup(pipe.fileno())
+                pipe.close()
+                setattr(popen, stream, None)
+            proc = popen
+        child = ChildState(rank=rank, proc=proc, channel=env.get("BOOTSTRAP_LOG_CHANNEL"), pipes=pipes)
         self.children[rank] = child
-        self.journal("child_spawned", rank=rank, pid=proc.pid)
+        self.journal("child_spawned", rank=rank, pid=proc.pid, forked=module is not None)
         loop = asyncio.get_running_loop()
         child.pidfd = os.pidfd_open(proc.pid)
         loop.add_reader(child.pidfd, self._reap, child)
@@ -137,6 +155,7 @@ class BootstrapProcManager:
         loop.remove_reader(child.pidfd)
         os.close(child.pidfd)
         rc = child.proc.returncode
+        assert rc is not None
         child.code, child.signal = (None, -rc) if rc < 0 else (rc, None)
         self.journal("child_exited", rank=child.rank, code=child.code, signal=child.signal)
         child.exited.set()

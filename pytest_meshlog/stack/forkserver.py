@@ -1,0 +1,118 @@
+"""Starting Python children by forking the (already warmed-up) bootstrap host.
+
+A fresh interpreter per child costs ~100 ms of imports (asyncio alone is most of it);
+32 children on 2 cores take seconds. A child whose command line is
+`<this python> -m <module> args...` is instead forked from the host, which has those
+imports done, and runs the module with `runpy` in the forked process. It gets exactly
+what an exec'd child would: its own pipes on fds 1 and 2, /dev/null on fd 0, its own
+environment and argv, no other inherited descriptor, and death with the host.
+
+Off when MESHLOG_FORK_CHILDREN=0, and while coverage is measuring the host (a forked
+child would share its data file): such children are exec'd as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import os
+import runpy
+import signal
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+
+from .procs import set_parent_death_signal
+
+
+def forkable_module(argv: Sequence[str]) -> str | None:
+    """The module to run if `argv` is `<this python> -m module ...` and forking is on."""
+    if os.environ.get("MESHLOG_FORK_CHILDREN", "1") == "0":
+        return None
+    if len(argv) < 3 or argv[1] != "-m" or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
+        return None
+    coverage = sys.modules.get("coverage")
+    if coverage is not None and coverage.Coverage.current() is not None:
+        return None
+    return argv[2]
+
+
+def warm_up(module: str) -> None:
+    """Import what every child needs once, in the host, before the first fork."""
+    importlib.import_module("pytest_meshlog.stack.child")
+    with contextlib.suppress(ImportError):  # the child will report it, as an exec'd one would
+        importlib.import_module(module)
+
+
+class ForkedChild:
+    """The parts of `subprocess.Popen` the host uses, for a forked child."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def fork_module(module: str, args: Sequence[str], env: Mapping[str, str]) -> tuple[ForkedChild, int, int]:
+    """Fork a child running `python -m module args...`; returns (child, stdout_r, stderr_r)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # nothing of the host's may be written twice
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        _run_child(module, args, env, out_w, err_w)
+    os.close(out_w)
+    os.close(err_w)
+    return ForkedChild(pid), out_r, err_r
+
+
+def _run_child(module: str, args: Sequence[str], env: Mapping[str, str], out_w: int, err_w: int) -> None:
+    code = 1
+    try:
+        gc.freeze()  # the host's objects are never collected here (no finaliser may close a reused fd)
+        set_parent_death_signal()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.closerange(3, _max_fd())
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+        asyncio.events._set_running_loop(None)  # the host's loop is not this process's
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = [module, *args]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 65536
