@@ -257,6 +257,47 @@ def test_slow_disk_at_stop(meshlog: MeshHarness, fake_procs: FakeProcs, procs: i
     mesh.stop().assert_clean()
 
 
+@pytest.mark.meshlog_fault("close_channel", rank=0)
+def test_channel_closed_early(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A channel that closes under a live child: the bootstrap skips (and counts) what it
+    cannot send, the client misses only that rank's tail, and the files miss nothing."""
+    mesh = meshlog.spawn([fake_procs.slow_drip(lines=20, interval=0.005)] * procs, env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    skipped = [e for e in mesh.journal() if e["ev"] == "send_skipped_total" and e["rank"] == 0]
+    lost = [x for x in report.lost if x.rank == 0 and x.where == "client"]
+    assert (sum(e["lines"] for e in skipped) > 0) == bool(lost)
+
+
+@pytest.mark.meshlog_fault("file_write_error")
+def test_disk_full(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """Failed file writes are journaled and counted; streaming to the client is unharmed."""
+    mesh = meshlog.spawn([fake_procs.interleaver(lines=30)] * procs, env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    assert all(report.stream(r, "stdout").delivered == report.stream(r, "stdout").emitted for r in mesh.ranks)
+    assert any(e["ev"] == "file_write_error" for e in mesh.journal())
+
+
+@pytest.mark.meshlog_fault("sigkill_forwarder", rank=0)
+def test_forwarder_killed_before_stop(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A rank whose forwarder dies (with its process) just before stop: stop neither hangs
+    nor waits for its ack; the other ranks lose nothing."""
+    s = fake_procs.script().line().partial().hang()
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    _wait_for(lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang")
+    mesh.stop()
+
+
+@pytest.mark.meshlog_fault("hang", rank=0)
+def test_hang_fault(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A rank that never finishes its script on its own is quiesced by stop, tail and all."""
+    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=5)] * procs, env="prod")
+    _wait_for(lambda: b"\nhang " in mesh.progress(0), what="rank 0 to hang")
+    report = mesh.stop()
+    assert report.partial_line_forwarded[0, "stdout"]
+
+
 def test_barrier_between_phases(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A completed barrier means every ack came in: all phase-one lines have arrived."""
     s = fake_procs.script().flood(300, 50).barrier(timeout=20).line()

@@ -19,6 +19,7 @@ from typing import Any
 
 from .report import (
     RULE_CRASH,
+    RULE_FILE_ERROR,
     RULE_STREAMING_OFF,
     Duplicate,
     Finding,
@@ -53,6 +54,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
     findings: list[Finding] = []
     streams: list[StreamReport] = []
     matches: dict[tuple[int, Stream, Where], StreamMatch] = {}
+    failed_files = {e.get("stream") for e in journal if e.get("ev") == "file_write_error"}
     if not facts.has_host_events:
         findings.append(
             Finding(
@@ -78,7 +80,11 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
                 matches[(s.rank, s.stream, "file")] = file
                 outcome.append((file, s.file_lines, "file"))
             for m, got, where in outcome:
-                rule = _client_rule(evidence, rank) if where == "client" else None
+                rule = (
+                    _client_rule(evidence, rank)
+                    if where == "client"
+                    else (RULE_FILE_ERROR if s.stream in failed_files else None)
+                )
                 lost += _losses(s, m, where, rule)
                 dups += (
                     Duplicate(s.rank, s.stream, where, p, i, got[p])

@@ -23,6 +23,7 @@ BarrierExpectation = Literal["complete", "timeout"]
 RULE_CRASH = "crash-last-batch"
 """A crashed rank may lose a suffix of what it sent to the client (SPEC 1.5)."""
 RULE_STREAMING_OFF = "streaming-off"
+RULE_FILE_ERROR = "file-write-error"  # the host journaled failed writes to that stream's file
 """With stream_to_client off the client gets nothing by design (SPEC 1.6)."""
 
 _CONTEXT = 3  # lines either side of the first problem line in a diff hunk
