@@ -45,7 +45,9 @@ def first_lines(children: int) -> float:
             t0 = time.perf_counter()
             mesh.spawn(specs, timeout=120)
             if not done.wait(60):
-                raise TimeoutError(f"first lines of ranks {sorted(set(range(children)) - seen)} never arrived")
+                raise TimeoutError(
+                    f"first lines of ranks {sorted(set(range(children)) - seen)} never arrived"
+                )
             mesh.stop(60)
             return t_done[0] - t0
 

@@ -38,7 +38,9 @@ def _discard(target: int, data: bytes) -> None:
 def throughput(children: int, lines: int, line_bytes: int) -> float:
     """Lines per second from the first write to the last line recorded by the client."""
     with tempfile.TemporaryDirectory() as tmp:
-        specs = _children(script(1, flavour="ascii").flood(lines, line_bytes - 1), children, Path(tmp))
+        specs = _children(
+            script(1, flavour="ascii").flood(lines, line_bytes - 1), children, Path(tmp)
+        )
         with LoggingMeshClient(CONFIG, workdir=Path(tmp) / "m", sink=_discard) as mesh:
             t0 = time.perf_counter()
             mesh.spawn(specs)

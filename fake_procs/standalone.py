@@ -34,7 +34,9 @@ class StandaloneRuntime:
         a handler that sets an Event can deadlock on the lock its own thread holds."""
         wanted = {signal.SIGTERM, signal.SIGUSR1}
         signal.pthread_sigmask(signal.SIG_BLOCK, wanted)  # inherited by every later thread
-        threading.Thread(target=self._watch, args=(wanted,), name="standalone-signals", daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(wanted,), name="standalone-signals", daemon=True
+        ).start()
 
     def _watch(self, wanted: set[signal.Signals]) -> None:
         while True:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fake_procs import CrashHow, FakeProcs
+from fake_procs import CrashHow, FakeProcs, read_progress
 
 from .harness import Mesh, MeshHarness
 from .report import BarrierResult
@@ -44,17 +44,23 @@ def test_happy_path(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> 
     mesh.stop().assert_clean()
 
 
-def test_partial_last_line_both_streams(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+def test_partial_last_line_both_streams(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
+) -> None:
     """On EOF the tee forwards each stream's final partial line (to client and files)."""
     s = fake_procs.script().line().line(stream="stderr").partial().partial(stream="stderr")
     mesh = meshlog.spawn([s] * procs, env="prod")
     mesh.wait_scripts()
     report = mesh.stop()
-    assert all(report.partial_line_forwarded[r, s] for r in mesh.ranks for s in ("stdout", "stderr"))
+    assert all(
+        report.partial_line_forwarded[r, s] for r in mesh.ranks for s in ("stdout", "stderr")
+    )
 
 
 @pytest.mark.parametrize("how", ["exit", "sigkill", "sigsegv", "abort"])
-def test_crash_mid_batch(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, how: CrashHow) -> None:
+def test_crash_mid_batch(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, how: CrashHow
+) -> None:
     """A crashed child may lose only the tail of what it wrote to the client (the last
     batch); its file lines are complete, the others lose nothing, and stop never hangs."""
     scripts = [fake_procs.crasher(after_lines=300, how=how)] + [
@@ -66,7 +72,9 @@ def test_crash_mid_batch(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
     mesh.stop().assert_clean()
 
 
-def test_crash_between_barrier_and_stop(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+def test_crash_between_barrier_and_stop(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
+) -> None:
     """Lines before a completed barrier are delivered even if the child dies right after."""
     s = fake_procs.script().flood(200, 60).barrier(timeout=20).crash("sigkill")
     mesh = meshlog.spawn([s] * procs, env="prod")
@@ -75,7 +83,9 @@ def test_crash_between_barrier_and_stop(meshlog: MeshHarness, fake_procs: FakePr
     mesh.wait_scripts()
     report = mesh.stop()
     for r in mesh.ranks:
-        assert report.stream(r, "stdout").delivered >= 200, f"rank {r} lost lines from before the barrier"
+        assert report.stream(r, "stdout").delivered >= 200, (
+            f"rank {r} lost lines from before the barrier"
+        )
 
 
 def test_interleaved_streams(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
@@ -97,7 +107,9 @@ def test_flood_with_backpressure(
 
 
 @pytest.mark.parametrize("nbytes", [4095, 4096, 4097, 9000])
-def test_4k_boundary_multibyte(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, nbytes: int) -> None:
+def test_4k_boundary_multibyte(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, nbytes: int
+) -> None:
     """Lines over 4096 bytes are cut at a UTF-8 boundary at or below 4096, then suffixed."""
     mesh = meshlog.spawn([fake_procs.long_liner(nbytes=nbytes) for _ in range(procs)], env="prod")
     mesh.wait_scripts()
@@ -113,7 +125,11 @@ def test_invalid_utf8(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -
 
 def test_crlf(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A CRLF ending is a plain line end; a CR inside a line stays."""
-    s = fake_procs.script().raw(b"one\r\ntwo\r\n\r\nthree\rfour\r\n").raw(b"tail\r", stream="stderr")
+    s = (
+        fake_procs.script()
+        .raw(b"one\r\ntwo\r\n\r\nthree\rfour\r\n")
+        .raw(b"tail\r", stream="stderr")
+    )
     mesh = meshlog.spawn([s] * procs, env="prod")
     mesh.wait_scripts()
     mesh.stop().assert_clean()
@@ -123,10 +139,14 @@ def test_hanging_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) 
     """A child that never ends is quiesced by stop: its partial line still arrives."""
     s = fake_procs.script().line().line(stream="stderr").partial().partial(stream="stderr").hang()
     mesh = meshlog.spawn([s] * procs, env="prod")
-    _wait_for(lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang")
+    _wait_for(
+        lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang"
+    )
     report = mesh.stop()
     report.assert_clean()
-    assert all(report.partial_line_forwarded[r, s] for r in mesh.ranks for s in ("stdout", "stderr"))
+    assert all(
+        report.partial_line_forwarded[r, s] for r in mesh.ranks for s in ("stdout", "stderr")
+    )
 
 
 def test_silent_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
@@ -147,7 +167,9 @@ def test_env_local_without_force(meshlog: MeshHarness, fake_procs: FakeProcs, pr
 
 def test_env_local_with_force(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """Env::Local with HYPERACTOR_FORCE_FILE_LOG=true: per-host files hold every line."""
-    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, env="local", force_file_log=True)
+    mesh = meshlog.spawn(
+        [fake_procs.partial_line_writer(lines=10)] * procs, env="local", force_file_log=True
+    )
     mesh.wait_scripts()
     report = mesh.stop()
     assert len(report.files) == 2
@@ -155,7 +177,9 @@ def test_env_local_with_force(meshlog: MeshHarness, fake_procs: FakeProcs, procs
 
 def test_env_test_has_no_files(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """The Test environment never writes files, even when forced."""
-    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, env="test", force_file_log=True)
+    mesh = meshlog.spawn(
+        [fake_procs.partial_line_writer(lines=10)] * procs, env="test", force_file_log=True
+    )
     mesh.wait_scripts()
     assert mesh.stop().files == ()
 
@@ -172,7 +196,9 @@ def test_aggregation_counts(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
     """With an aggregation window, every line is counted once per stream."""
     s = fake_procs.script()
     for i in range(30):
-        s = s.line(f"worker step {i % 3} finished", tag=False).line(f"warning {i % 2}", stream="stderr", tag=False)
+        s = s.line(f"worker step {i % 3} finished", tag=False).line(
+            f"warning {i % 2}", stream="stderr", tag=False
+        )
     mesh = meshlog.spawn([s] * procs, aggregate_window_sec=0.2)
     mesh.wait_scripts()
     mesh.stop().assert_clean()
@@ -182,7 +208,9 @@ def test_aggregation_counts(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
 
 def test_stream_to_client_off(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """With streaming off nothing reaches the client, yet files and the console get it all."""
-    mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, stream_to_client=False, env="prod")
+    mesh = meshlog.spawn(
+        [fake_procs.partial_line_writer(lines=10)] * procs, stream_to_client=False, env="prod"
+    )
     mesh.wait_scripts()
     report = mesh.stop()
     assert all(report.stream(r, "stdout").delivered == 0 for r in mesh.ranks)
@@ -194,7 +222,10 @@ def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
     os_stop = signal.SIGSTOP
     mesh.kill(0, os_stop)  # rank 0 cannot ack while stopped
     results: dict[int, BarrierResult] = {}
-    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, mesh.flush(timeout=5))) for n in (1, 2)]
+    threads = [
+        threading.Thread(target=lambda n=n: results.__setitem__(n, mesh.flush(timeout=5)))
+        for n in (1, 2)
+    ]
     threads[0].start()
     _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 1, what="barrier 1 to start")
     threads[1].start()
@@ -208,7 +239,9 @@ def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
 
 
 @pytest.mark.meshlog_expect(barrier="timeout")
-def test_barrier_timeout_names_ranks(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+def test_barrier_timeout_names_ranks(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
+) -> None:
     """A barrier that cannot complete ends by its deadline, naming the ranks that did not ack."""
     mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
     mesh.kill(procs - 1, signal.SIGSTOP)
@@ -229,7 +262,9 @@ def test_stop_racing_eof(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
 
 def test_two_hosts(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """Two bootstrap hosts: one FileAppender each, one client for all."""
-    mesh = meshlog.spawn([fake_procs.interleaver(lines=40) for _ in range(max(procs, 2))], hosts=2, env="prod")
+    mesh = meshlog.spawn(
+        [fake_procs.interleaver(lines=40) for _ in range(max(procs, 2))], hosts=2, env="prod"
+    )
     mesh.wait_scripts()
     report = mesh.stop()
     assert len(report.files) == 4
@@ -240,8 +275,9 @@ def test_kill_under_backpressure(meshlog: MeshHarness, fake_procs: FakeProcs, pr
     """A child killed while backpressure holds its pipe full: the tee drains the pipe to
     EOF, so the files hold every line it wrote; only its client tail may be lost."""
     mesh = meshlog.spawn([fake_procs.flooder(lines=8000, line_bytes=200)] * procs, env="prod")
-    _wait_for(lambda: len(mesh.delivered(0)) > 100, what="rank 0's first lines")
-    time.sleep(0.5)  # the pipeline fills up behind the slow client
+    _wait_for(
+        lambda: _in_flight(mesh, 0) > 400_000, what="the pipeline behind the slow client to fill"
+    )
     mesh.kill(0, signal.SIGKILL)
     for r in range(1, procs):
         mesh.kill(r, signal.SIGKILL)
@@ -275,17 +311,24 @@ def test_disk_full(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> N
     mesh = meshlog.spawn([fake_procs.interleaver(lines=30)] * procs, env="prod")
     mesh.wait_scripts()
     report = mesh.stop()
-    assert all(report.stream(r, "stdout").delivered == report.stream(r, "stdout").emitted for r in mesh.ranks)
+    assert all(
+        report.stream(r, "stdout").delivered == report.stream(r, "stdout").emitted
+        for r in mesh.ranks
+    )
     assert any(e["ev"] == "file_write_error" for e in mesh.journal())
 
 
 @pytest.mark.meshlog_fault("sigkill_forwarder", rank=0)
-def test_forwarder_killed_before_stop(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+def test_forwarder_killed_before_stop(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
+) -> None:
     """A rank whose forwarder dies (with its process) just before stop: stop neither hangs
     nor waits for its ack; the other ranks lose nothing."""
     s = fake_procs.script().line().partial().hang()
     mesh = meshlog.spawn([s] * procs, env="prod")
-    _wait_for(lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang")
+    _wait_for(
+        lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang"
+    )
     mesh.stop()
 
 
@@ -315,7 +358,9 @@ def _events(mesh: Mesh, name: str) -> list[dict[str, Any]]:
     return [e for e in mesh.journal() if e["ev"] == name]
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "a condition") -> None:
+def _wait_for(
+    predicate: Callable[[], bool], timeout: float = 20.0, what: str = "a condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -335,7 +380,17 @@ def _flush_until_everyone_waited(mesh: Mesh, procs: int) -> BarrierResult:
         if all(state in ("wait", "passed") for state in states):
             result = mesh.flush(timeout=10)
         time.sleep(0.01)
-    raise TimeoutError(f"children did not all pass their barrier step: {_barrier_states(mesh, procs)}")
+    raise TimeoutError(
+        f"children did not all pass their barrier step: {_barrier_states(mesh, procs)}"
+    )
+
+
+def _in_flight(mesh: Mesh, rank: int) -> int:
+    """Bytes the child has written to stdout that the client has not received yet."""
+    written = sum(
+        w.nbytes for w in read_progress(mesh.progress(rank)).writes if w.stream == "stdout"
+    )
+    return written - sum(len(line) + 1 for line in mesh.delivered(rank))
 
 
 def _barrier_states(mesh: Mesh, procs: int) -> list[str]:

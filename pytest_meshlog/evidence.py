@@ -121,7 +121,9 @@ def gather(
             em = emitted(script, rank, record)
             wrote = dict(em.streams)
             if em.uncertain is not None:  # killed from outside in the middle of a write
-                wrote[em.uncertain.stream] = _settle(em, em.uncertain.stream, eof_bytes(journal, rank, em.uncertain.stream))
+                wrote[em.uncertain.stream] = _settle(
+                    em, em.uncertain.stream, eof_bytes(journal, rank, em.uncertain.stream)
+                )
         for stream in STREAMS:
             raw[rank, stream] = data = wrote.get(stream, b"")
             expected[rank, stream] = tuple(
@@ -139,11 +141,15 @@ def gather(
                     rank=rank,
                     stream=stream,
                     emitted=expected[rank, stream],
-                    ends_with_partial=final_partial(data, rank=rank, prefix_with_rank=prefix_with_rank)
+                    ends_with_partial=final_partial(
+                        data, rank=rank, prefix_with_rank=prefix_with_rank
+                    )
                     is not None,
                     emitted_bytes=len(data),
                     delivered=tuple(client.delivered.get((rank, stream), ())),
-                    file_lines=None if in_files is None else tuple(in_files.get((rank, stream), ())),
+                    file_lines=None
+                    if in_files is None
+                    else tuple(in_files.get((rank, stream), ())),
                     console_bytes=tee.get((rank, stream)),
                 )
             )

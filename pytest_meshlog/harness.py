@@ -111,7 +111,9 @@ class Mesh:
         try:
             return self._client.wait_children(self.timeout if timeout is None else timeout)
         except MeshError as exc:
-            raise TimeoutError(f"{exc} (waiting for their scripts to finish; seed {self.seed})") from None
+            raise TimeoutError(
+                f"{exc} (waiting for their scripts to finish; seed {self.seed})"
+            ) from None
 
     def kill(self, rank: int, sig: int = signal.SIGKILL) -> None:
         """Signal one child from outside; a lethal signal makes its losses allowed as a crash
@@ -206,7 +208,9 @@ class MeshHarness:
             scripts = [scripts] * self.procs
         scripts = tuple(scripts)
         if not scripts or not all(isinstance(s, Script) for s in scripts):
-            raise TypeError(f"spawn() needs Script objects (from the fake_procs fixture), got {scripts!r}")
+            raise TypeError(
+                f"spawn() needs Script objects (from the fake_procs fixture), got {scripts!r}"
+            )
         changes: dict[str, Any] = {
             k: v
             for k, v in dict(
@@ -217,13 +221,18 @@ class MeshHarness:
         }  # fmt: skip
         if aggregate_window_sec is not _UNSET:
             changes["aggregate_window_sec"] = aggregate_window_sec
-        options = MeshOptions.from_marker({**_as_kwargs(self.options), **changes, "procs": len(scripts)})
+        options = MeshOptions.from_marker(
+            {**_as_kwargs(self.options), **changes, "procs": len(scripts)}
+        )
         scripts = self._apply_script_faults(scripts)
         workdir = self.tmp_path / f"meshlog-{len(self.meshes)}"
         workdir.mkdir(parents=True, exist_ok=True)
         if log_dir is None and options.env != "test":
             log_dir = workdir / "logs"
-        delay = next((float(f.params.get("delay", 0.01)) for f in self.faults if f.kind == "slow_client"), 0.0)
+        delay = next(
+            (float(f.params.get("delay", 0.01)) for f in self.faults if f.kind == "slow_client"),
+            0.0,
+        )
         output = ClientOutput(workdir)
         proc_env = dict(self.env)
         for fault in self.faults:  # host-wide faults hold from the first line on
@@ -261,7 +270,9 @@ class MeshHarness:
                 )
             if fault.kind == "crash":
                 out[fault.rank] = crash_after_lines(
-                    out[fault.rank], int(fault.params.get("after_lines", 0)), fault.params.get("how", "sigkill")
+                    out[fault.rank],
+                    int(fault.params.get("after_lines", 0)),
+                    fault.params.get("how", "sigkill"),
                 )
             elif fault.kind == "hang":
                 out[fault.rank] = hang_at_end(out[fault.rank])
@@ -336,4 +347,3 @@ def hang_at_end(script: Script) -> Script:
 
 def _as_kwargs(options: MeshOptions) -> dict[str, Any]:
     return {k: getattr(options, k) for k in options.__dataclass_fields__}
-

@@ -64,17 +64,40 @@ class MeshOptions:
         _check(not args, f"meshlog marker takes keyword arguments only, got positional {args!r}")
         known = set(cls.__dataclass_fields__)
         for key in kwargs:
-            _check(key in known, f"meshlog marker: unknown argument {key!r} (known: {', '.join(sorted(known))})")
+            _check(
+                key in known,
+                f"meshlog marker: unknown argument {key!r} (known: {', '.join(sorted(known))})",
+            )
         opts = cls(**kwargs)
-        _check(opts.procs is None or (_is_int(opts.procs) and opts.procs >= 1), f"meshlog marker: procs={opts.procs!r} must be an int >= 1")
-        _check(_is_int(opts.hosts) and opts.hosts >= 1, f"meshlog marker: hosts={opts.hosts!r} must be an int >= 1")
-        _check(opts.env in ENVS, f"meshlog marker: env={opts.env!r} is not one of {', '.join(ENVS)}")
+        _check(
+            opts.procs is None or (_is_int(opts.procs) and opts.procs >= 1),
+            f"meshlog marker: procs={opts.procs!r} must be an int >= 1",
+        )
+        _check(
+            _is_int(opts.hosts) and opts.hosts >= 1,
+            f"meshlog marker: hosts={opts.hosts!r} must be an int >= 1",
+        )
+        _check(
+            opts.env in ENVS, f"meshlog marker: env={opts.env!r} is not one of {', '.join(ENVS)}"
+        )
         for flag in ("force_file_log", "prefix_with_rank", "stream_to_client"):
-            _check(isinstance(getattr(opts, flag), bool), f"meshlog marker: {flag}={getattr(opts, flag)!r} must be a bool")
+            _check(
+                isinstance(getattr(opts, flag), bool),
+                f"meshlog marker: {flag}={getattr(opts, flag)!r} must be a bool",
+            )
         w = opts.aggregate_window_sec
-        _check(w is None or (isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0), f"meshlog marker: aggregate_window_sec={w!r} must be None or > 0")
-        _check(w is None or opts.stream_to_client, f"meshlog marker: aggregate_window_sec={w!r} needs stream_to_client=True")
-        _check(_is_int(opts.read_log_buffer) and opts.read_log_buffer >= 1, f"meshlog marker: read_log_buffer={opts.read_log_buffer!r} must be an int >= 1")
+        _check(
+            w is None or (isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0),
+            f"meshlog marker: aggregate_window_sec={w!r} must be None or > 0",
+        )
+        _check(
+            w is None or opts.stream_to_client,
+            f"meshlog marker: aggregate_window_sec={w!r} needs stream_to_client=True",
+        )
+        _check(
+            _is_int(opts.read_log_buffer) and opts.read_log_buffer >= 1,
+            f"meshlog marker: read_log_buffer={opts.read_log_buffer!r} must be an int >= 1",
+        )
         return opts  # fmt: skip
 
 
@@ -88,22 +111,42 @@ class Fault:
 
     @classmethod
     def from_marker(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Fault:
-        _check(len(args) == 1, f"meshlog_fault marker takes one positional argument (the kind), got {args!r}")
+        _check(
+            len(args) == 1,
+            f"meshlog_fault marker takes one positional argument (the kind), got {args!r}",
+        )
         kind = args[0]
-        _check(kind in FAULT_KINDS, f"meshlog_fault marker: unknown fault kind {kind!r} (known: {', '.join(sorted(FAULT_KINDS))})")
+        _check(
+            kind in FAULT_KINDS,
+            f"meshlog_fault marker: unknown fault kind {kind!r} (known: {', '.join(sorted(FAULT_KINDS))})",
+        )
         params = dict(kwargs)
         rank = params.pop("rank", 0)
-        _check(_is_int(rank) and rank >= 0, f"meshlog_fault marker: rank={rank!r} must be an int >= 0")
+        _check(
+            _is_int(rank) and rank >= 0, f"meshlog_fault marker: rank={rank!r} must be an int >= 0"
+        )
         for key in params:
-            _check(key in FAULT_KINDS[kind], f"meshlog_fault marker: {kind} takes no argument {key!r} (it takes: {', '.join(sorted(FAULT_KINDS[kind])) or 'only rank'})")
+            _check(
+                key in FAULT_KINDS[kind],
+                f"meshlog_fault marker: {kind} takes no argument {key!r} (it takes: {', '.join(sorted(FAULT_KINDS[kind])) or 'only rank'})",
+            )
         if kind == "crash":
             how = params.get("how", "sigkill")
-            _check(how in ("exit", "sigkill", "sigsegv", "abort"), f"meshlog_fault marker: crash how={how!r} is not exit, sigkill, sigsegv or abort")
+            _check(
+                how in ("exit", "sigkill", "sigsegv", "abort"),
+                f"meshlog_fault marker: crash how={how!r} is not exit, sigkill, sigsegv or abort",
+            )
             after = params.get("after_lines", 0)
-            _check(_is_int(after) and after >= 0, f"meshlog_fault marker: crash after_lines={after!r} must be an int >= 0")
+            _check(
+                _is_int(after) and after >= 0,
+                f"meshlog_fault marker: crash after_lines={after!r} must be an int >= 0",
+            )
         if kind in ("slow_client", "slow_files"):
             delay = params.get("delay", 0.01)
-            _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= 5, f"meshlog_fault marker: {kind} delay={delay!r} must be a number of seconds in [0, 5]")
+            _check(
+                isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= 5,
+                f"meshlog_fault marker: {kind} delay={delay!r} must be a number of seconds in [0, 5]",
+            )
         return cls(kind, rank, params)  # fmt: skip
 
 
@@ -116,12 +159,23 @@ class Expectation:
 
     @classmethod
     def from_marker(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Expectation:
-        _check(not args, f"meshlog_expect marker takes keyword arguments only, got positional {args!r}")
+        _check(
+            not args, f"meshlog_expect marker takes keyword arguments only, got positional {args!r}"
+        )
         for key in kwargs:
-            _check(key in ("lost_at_most", "barrier"), f"meshlog_expect marker: unknown argument {key!r} (known: barrier, lost_at_most)")
+            _check(
+                key in ("lost_at_most", "barrier"),
+                f"meshlog_expect marker: unknown argument {key!r} (known: barrier, lost_at_most)",
+            )
         exp = cls(**kwargs)
-        _check(_is_int(exp.lost_at_most) and exp.lost_at_most >= 0, f"meshlog_expect marker: lost_at_most={exp.lost_at_most!r} must be an int >= 0")
-        _check(exp.barrier in ("complete", "timeout"), f"meshlog_expect marker: barrier={exp.barrier!r} must be 'complete' or 'timeout'")
+        _check(
+            _is_int(exp.lost_at_most) and exp.lost_at_most >= 0,
+            f"meshlog_expect marker: lost_at_most={exp.lost_at_most!r} must be an int >= 0",
+        )
+        _check(
+            exp.barrier in ("complete", "timeout"),
+            f"meshlog_expect marker: barrier={exp.barrier!r} must be 'complete' or 'timeout'",
+        )
         return exp  # fmt: skip
 
 

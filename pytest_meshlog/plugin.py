@@ -177,7 +177,9 @@ def _procs_param(item: pytest.Item) -> int | None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     harnesses = item.stash.get(HARNESSES, [])
     if report.failed and harnesses and report.when == "call":
@@ -191,7 +193,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             for j, mesh in enumerate(harness.meshes):
                 title = f"meshlog mesh {j} (seed {mesh.seed}, stack {mesh.stack})"
                 if mesh.report is not None:
-                    report.sections.append((f"{title}: teardown timeline", mesh.report.timeline(width=40)))
+                    report.sections.append(
+                        (f"{title}: teardown timeline", mesh.report.timeline(width=40))
+                    )
                 if mesh.outcome is not None and mesh.outcome.tails:
                     tails = "\n".join(
                         f"rank {r} {s}: " + " | ".join(lines[-5:])

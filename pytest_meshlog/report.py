@@ -488,7 +488,11 @@ class TeardownReport:
         for b in self.barriers:
             if b.status == "timeout" and not b.missing_ranks:
                 out.append(f"barrier v{b.version} timed out without naming the missing ranks")
-            elif b.status == "timeout" and expect == "complete" and not self._all_crashed(b.missing_ranks):
+            elif (
+                b.status == "timeout"
+                and expect == "complete"
+                and not self._all_crashed(b.missing_ranks)
+            ):
                 out.append(
                     f"barrier v{b.version} timed out after {b.latency_s:.2f} s: "
                     f"rank{'s' * (len(b.missing_ranks) != 1)} "

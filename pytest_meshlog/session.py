@@ -128,7 +128,9 @@ class MeshlogSession:
         try:
             return (yield)
         except Exception as exc:  # the scenario's own checks caught the broken stack
-            item.stash[_CAUGHT] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            item.stash[_CAUGHT] = (
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
             return None
 
     @pytest.hookimpl(wrapper=True)
@@ -172,7 +174,9 @@ class MeshlogSession:
         if selftest and final != "skipped":
             self.tried[selftest["variant"]].append(selftest["scenario"])
             if selftest["caught"]:
-                self.caught[selftest["variant"]].append(f"{selftest['scenario']}: {selftest['caught']}")
+                self.caught[selftest["variant"]].append(
+                    f"{selftest['scenario']}: {selftest['caught']}"
+                )
 
     # -- end of session ---------------------------------------------------------------------
 
@@ -204,12 +208,18 @@ class MeshlogSession:
             for variant in sorted(self.tried):
                 caught = self.caught.get(variant, [])
                 tried = len(self.tried[variant])
-                status = f"caught ({len(caught)} of {tried} scenarios run)" if caught else f"NOT CAUGHT by any of {tried} scenarios"
+                status = (
+                    f"caught ({len(caught)} of {tried} scenarios run)"
+                    if caught
+                    else f"NOT CAUGHT by any of {tried} scenarios"
+                )
                 tr.write_line(f"{variant:32} {status}", red=not caught, green=bool(caught))
                 for row in sorted(caught)[:3]:
                     tr.write_line(f"    {row[:160]}")
             if self._selftest_failed:
-                tr.write_line("self-test FAILED: a broken stack went unnoticed by every scenario", red=True)
+                tr.write_line(
+                    "self-test FAILED: a broken stack went unnoticed by every scenario", red=True
+                )
         if self.settings.report and not _is_xdist_worker(self.config):
             tr.write_line(f"meshlog HTML report: {self.settings.report}")
 

@@ -51,7 +51,9 @@ def events(client: LoggingMeshClient, name: str, **match: Any) -> list[Event]:
     ]  # fmt: skip
 
 
-def wait_delivered(client: LoggingMeshClient, rank: int, stream: str, n: int, timeout: float = 20) -> None:
+def wait_delivered(
+    client: LoggingMeshClient, rank: int, stream: str, n: int, timeout: float = 20
+) -> None:
     """Flush until `n` lines of the rank's stream reached the client (the child may start
     writing later than spawn() returns); each barrier covers what was written before it."""
     import time

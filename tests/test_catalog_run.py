@@ -11,7 +11,9 @@ QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark", "-q")
 
 @pytest.mark.timeout(900)
 def test_catalog_is_clean_on_the_reference_stack(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("--meshlog", "-m", "meshlog_catalog", *QUIET, timeout=600)
+    result = pytester.runpytest_subprocess(
+        "--meshlog", "-m", "meshlog_catalog", *QUIET, timeout=600
+    )
     result.stdout.fnmatch_lines(["*meshlog teardown summary*", "scenarios:*", "lines delivered:*"])
     assert "unexplained" not in result.stdout.str()
     outcomes = result.parseoutcomes()

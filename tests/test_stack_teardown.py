@@ -17,8 +17,10 @@ from .stack_helpers import child, events, mesh, wait_delivered
 
 def expected_lines(rank: int, n: int) -> dict[str, list[bytes]]:
     return {
-        "stdout": [f"[{rank}] out {rank} {i}".encode() for i in range(n)] + [f"[{rank}] tail-out".encode()],
-        "stderr": [f"[{rank}] err {rank} {i}".encode() for i in range(n)] + [f"[{rank}] tail-err".encode()],
+        "stdout": [f"[{rank}] out {rank} {i}".encode() for i in range(n)]
+        + [f"[{rank}] tail-out".encode()],
+        "stderr": [f"[{rank}] err {rank} {i}".encode() for i in range(n)]
+        + [f"[{rank}] tail-err".encode()],
     }
 
 
@@ -44,7 +46,10 @@ def test_stop_quiesces_a_running_child_so_its_partial_line_arrives(tmp_path: Pat
         outcome = m.stop(20)
         assert outcome.problems == []
         for rank in (0, 1):
-            assert m.delivered[(rank, "stdout")] == [f"[{rank}] hanging".encode(), f"[{rank}] partial".encode()]
+            assert m.delivered[(rank, "stdout")] == [
+                f"[{rank}] hanging".encode(),
+                f"[{rank}] partial".encode(),
+            ]
             assert outcome.exits[rank].killed_by_stack is None
         assert outcome.unconfirmed_ranks == ()
 
@@ -139,7 +144,11 @@ def test_file_appender_gate_and_contents(
 ) -> None:
     log_dir = tmp_path / "logs"
     with mesh(
-        tmp_path, [child("lines", 4), child("hang")], env=env, force_file_log=force, log_dir=str(log_dir)
+        tmp_path,
+        [child("lines", 4), child("hang")],
+        env=env,
+        force_file_log=force,
+        log_dir=str(log_dir),
     ) as m:
         wait_delivered(m, 1, "stdout", 1)
         outcome = m.stop(20)

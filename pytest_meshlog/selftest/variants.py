@@ -229,7 +229,11 @@ def _barrier_one_ack_early(mesh: Any) -> None:
     def on_ack(rank: int, version: int, via: str = "marker") -> None:
         original(rank, version, via)
         barrier = client._barrier
-        if barrier is not None and barrier.version == version and len(barrier.acked) >= len(barrier.expected) - 1:
+        if (
+            barrier is not None
+            and barrier.version == version
+            and len(barrier.acked) >= len(barrier.expected) - 1
+        ):
             client._complete(barrier)
 
     client._on_ack = on_ack

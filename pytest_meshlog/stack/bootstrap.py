@@ -51,7 +51,9 @@ class ChildState:
 class BootstrapProcManager:
     """Spawns and stops one host's children; all methods run on the host's loop."""
 
-    def __init__(self, host: int, config: StackConfig, journal: Journal, ctl: FrameConnection) -> None:
+    def __init__(
+        self, host: int, config: StackConfig, journal: Journal, ctl: FrameConnection
+    ) -> None:
         self.host = host
         self.hostname = f"host{host}"
         self.config = config
@@ -108,7 +110,9 @@ class BootstrapProcManager:
                 pipe.close()
                 setattr(popen, stream, None)
             proc = popen
-        child = ChildState(rank=rank, proc=proc, channel=env.get("BOOTSTRAP_LOG_CHANNEL"), pipes=pipes)
+        child = ChildState(
+            rank=rank, proc=proc, channel=env.get("BOOTSTRAP_LOG_CHANNEL"), pipes=pipes
+        )
         self.children[rank] = child
         self.journal("child_spawned", rank=rank, pid=proc.pid, forked=module is not None)
         loop = asyncio.get_running_loop()
@@ -131,7 +135,9 @@ class BootstrapProcManager:
                 )
                 child.senders[stream] = sender
         if child.channel is not None:
-            await asyncio.gather(*(s.connect(child.channel, deadline) for s in child.senders.values()))
+            await asyncio.gather(
+                *(s.connect(child.channel, deadline) for s in child.senders.values())
+            )
         for stream in STREAMS:
             fwder = StreamFwder(
                 rank=child.rank,
@@ -205,9 +211,13 @@ class BootstrapProcManager:
             for stream, fwder in child.fwders.items():
                 if not fwder.done.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(fwder.done.wait(), max(0.05, deadline - time.monotonic()))
+                        await asyncio.wait_for(
+                            fwder.done.wait(), max(0.05, deadline - time.monotonic())
+                        )
                 lines, _ = await fwder.abort()
-                tails.setdefault(child.rank, {})[stream] = [ln.decode("utf-8", "replace") for ln in lines[-20:]]
+                tails.setdefault(child.rank, {})[stream] = [
+                    ln.decode("utf-8", "replace") for ln in lines[-20:]
+                ]
             for sender in child.senders.values():
                 await sender.close(deadline)
         if self.files is not None:
@@ -225,7 +235,8 @@ class BootstrapProcManager:
             return
         try:
             await asyncio.wait_for(
-                asyncio.gather(*(c.exited.wait() for c in waiting)), max(0.01, deadline - time.monotonic())
+                asyncio.gather(*(c.exited.wait() for c in waiting)),
+                max(0.01, deadline - time.monotonic()),
             )
         except TimeoutError:
             for child in waiting:
@@ -293,4 +304,3 @@ def main(argv: list[str] | None = None) -> int:
 
         apply_in_process(variant, "host")
     return asyncio.run(_serve(args.host, args.ctl_fd, args.journal_dir))
-

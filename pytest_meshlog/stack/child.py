@@ -85,7 +85,9 @@ class ChildRuntime:
             failure.append(TimeoutError("forwarder did not start"))
         if failure:
             self._journal("forwarder_failed", error=repr(failure[0]))
-            print(f"meshlog child rank {self.rank}: forwarder failed: {failure[0]}", file=sys.stderr)
+            print(
+                f"meshlog child rank {self.rank}: forwarder failed: {failure[0]}", file=sys.stderr
+            )
 
     async def _start_forwarder(self, ready: threading.Event) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -116,7 +116,9 @@ class LogClientActor:
                 self._on_ack(rank, barrier.version, via="bye")
             self._poke()
 
-    def _on_log(self, rank: int, hostname: str, proc_id: str, target: int, lines: list[bytes]) -> None:
+    def _on_log(
+        self, rank: int, hostname: str, proc_id: str, target: int, lines: list[bytes]
+    ) -> None:
         key = (rank, wire.TARGETS[target])
         got = self.delivered.get(key)
         if got is None:

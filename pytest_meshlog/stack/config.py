@@ -90,15 +90,21 @@ class StackConfig:
         environ = os.environ if environ is None else environ
         cfg = cls()
         if READ_LOG_BUFFER in environ:
-            cfg = replace(cfg, read_log_buffer=parse_positive_int(READ_LOG_BUFFER, environ[READ_LOG_BUFFER]))
+            cfg = replace(
+                cfg, read_log_buffer=parse_positive_int(READ_LOG_BUFFER, environ[READ_LOG_BUFFER])
+            )
         if FORCE_FILE_LOG in environ:
             cfg = replace(cfg, force_file_log=parse_bool(FORCE_FILE_LOG, environ[FORCE_FILE_LOG]))
         if PREFIX_WITH_RANK in environ:
-            cfg = replace(cfg, prefix_with_rank=parse_bool(PREFIX_WITH_RANK, environ[PREFIX_WITH_RANK]))
+            cfg = replace(
+                cfg, prefix_with_rank=parse_bool(PREFIX_WITH_RANK, environ[PREFIX_WITH_RANK])
+            )
         if ENABLE_LOG_FORWARDING in environ:
             cfg = replace(
                 cfg,
-                enable_log_forwarding=parse_bool(ENABLE_LOG_FORWARDING, environ[ENABLE_LOG_FORWARDING]),
+                enable_log_forwarding=parse_bool(
+                    ENABLE_LOG_FORWARDING, environ[ENABLE_LOG_FORWARDING]
+                ),
             )
         if ENV in environ:
             cfg = replace(cfg, env=parse_env(ENV, environ[ENV]))

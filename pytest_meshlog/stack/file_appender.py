@@ -23,13 +23,17 @@ class FileAppender:
     def __init__(self, directory: str, basename: str, hosttag: str, journal: Journal) -> None:
         os.makedirs(directory, exist_ok=True)
         short = uuid.uuid4().hex[:8]
-        self.paths = {s: os.path.join(directory, f"{basename}_{hosttag}_{short}.{s}") for s in STREAMS}
+        self.paths = {
+            s: os.path.join(directory, f"{basename}_{hosttag}_{short}.{s}") for s in STREAMS
+        }
         self.journal = journal
         self.stop = asyncio.Event()
         self.lines_written = dict.fromkeys(STREAMS, 0)
         self.write_errors = dict.fromkeys(STREAMS, 0)
         self.write_delay = 0.0  # fault injection: a slow disk
-        self._queues: dict[str, asyncio.Queue[list[bytes] | None]] = {s: asyncio.Queue() for s in STREAMS}
+        self._queues: dict[str, asyncio.Queue[list[bytes] | None]] = {
+            s: asyncio.Queue() for s in STREAMS
+        }
         self._fds = {
             s: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             for s, p in self.paths.items()

@@ -31,7 +31,11 @@ def forkable_module(argv: Sequence[str]) -> str | None:
     """The module to run if `argv` is `<this python> -m module ...` and forking is on."""
     if os.environ.get("MESHLOG_FORK_CHILDREN", "1") == "0":
         return None
-    if len(argv) < 3 or argv[1] != "-m" or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
+    if (
+        len(argv) < 3
+        or argv[1] != "-m"
+        or os.path.realpath(argv[0]) != os.path.realpath(sys.executable)
+    ):
         return None
     coverage = sys.modules.get("coverage")
     if coverage is not None and coverage.Coverage.current() is not None:
@@ -68,7 +72,9 @@ class ForkedChild:
         self.send_signal(signal.SIGKILL)
 
 
-def fork_module(module: str, args: Sequence[str], env: Mapping[str, str]) -> tuple[ForkedChild, int, int]:
+def fork_module(
+    module: str, args: Sequence[str], env: Mapping[str, str]
+) -> tuple[ForkedChild, int, int]:
     """Fork a child running `python -m module args...`; returns (child, stdout_r, stderr_r)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -82,7 +88,9 @@ def fork_module(module: str, args: Sequence[str], env: Mapping[str, str]) -> tup
     return ForkedChild(pid), out_r, err_r
 
 
-def _run_child(module: str, args: Sequence[str], env: Mapping[str, str], out_w: int, err_w: int) -> None:
+def _run_child(
+    module: str, args: Sequence[str], env: Mapping[str, str], out_w: int, err_w: int
+) -> None:
     code = 1
     try:
         gc.freeze()  # the host's objects are never collected here (no finaliser may close a reused fd)
@@ -93,7 +101,9 @@ def _run_child(module: str, args: Sequence[str], env: Mapping[str, str], out_w: 
         os.dup2(err_w, 2)
         os.closerange(3, _max_fd())
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+            signal.signal(
+                sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler
+            )
         asyncio.events._set_running_loop(None)  # the host's loop is not this process's
         os.environ.clear()
         os.environ.update(env)

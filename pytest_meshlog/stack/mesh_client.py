@@ -117,7 +117,9 @@ class LoggingMeshClient:
         self._closed = False
         self._stopped: StopOutcome | None = None
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="meshlog-stack", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="meshlog-stack", daemon=True
+        )
         self._thread.start()
         self._call(self.client.start(), 10.0, "the log client to listen")
         self.client.set_aggregate(aggregate_window_sec)
@@ -179,14 +181,20 @@ class LoggingMeshClient:
         for host in self._hosts:
             waiting = set(host.ranks)
             while waiting:
-                msg = await self._next(host, deadline, f"host{host.index} to spawn ranks {sorted(waiting)}")
+                msg = await self._next(
+                    host, deadline, f"host{host.index} to spawn ranks {sorted(waiting)}"
+                )
                 if msg[0] == "spawned":
                     waiting.discard(msg[1])
         if forwarding:
             ok = await self.client.wait_until(self._all_forwarders_in, deadline)
             if not ok:
-                missing = [r for r in self.ranks if r not in self.client.forwarders and r not in self.exits]
-                raise MeshError(f"forwarders of ranks {missing} did not connect within {timeout:.1f}s")
+                missing = [
+                    r for r in self.ranks if r not in self.client.forwarders and r not in self.exits
+                ]
+                raise MeshError(
+                    f"forwarders of ranks {missing} did not connect within {timeout:.1f}s"
+                )
 
     def _all_forwarders_in(self) -> bool:
         return all(r in self.client.forwarders or r in self.exits for r in self.ranks)
@@ -218,7 +226,9 @@ class LoggingMeshClient:
 
     def _on_host_message(self, host: _Host, msg: list[Any]) -> None:
         if msg[0] == "exited":
-            self.exits[msg[1]] = ExitInfo(msg[2], msg[3], self.exits.get(msg[1], ExitInfo(0, 0)).killed_by_stack)
+            self.exits[msg[1]] = ExitInfo(
+                msg[2], msg[3], self.exits.get(msg[1], ExitInfo(0, 0)).killed_by_stack
+            )
             self.client._poke()
         host.inbox.put_nowait(msg)
 
@@ -226,22 +236,32 @@ class LoggingMeshClient:
         """The host's next control reply other than an exit notice."""
         while True:
             try:
-                msg = await asyncio.wait_for(host.inbox.get(), max(0.0, deadline - time.monotonic()))
+                msg = await asyncio.wait_for(
+                    host.inbox.get(), max(0.0, deadline - time.monotonic())
+                )
             except TimeoutError:
                 raise MeshError(f"timed out waiting for {what}") from None
             if msg is None:
                 if host.ctl.frame_error is not None:
-                    raise MeshError(f"host{host.index} sent a bad frame ({host.ctl.frame_error}) while waiting for {what}")
+                    raise MeshError(
+                        f"host{host.index} sent a bad frame ({host.ctl.frame_error}) while waiting for {what}"
+                    )
                 code = host.proc.poll()
                 err = Path(host.console[1]).read_text(errors="replace")[-2000:]
-                raise MeshError(f"host{host.index} went away (exit {code}) while waiting for {what}:\n{err}")
+                raise MeshError(
+                    f"host{host.index} went away (exit {code}) while waiting for {what}:\n{err}"
+                )
             if msg[0] != "exited":
                 return msg
 
     # -- runtime control --------------------------------------------------------------------
 
     def set_mode(
-        self, *, stream_to_client: bool, aggregate_window_sec: float | None = None, level: int | None = None
+        self,
+        *,
+        stream_to_client: bool,
+        aggregate_window_sec: float | None = None,
+        level: int | None = None,
     ) -> None:
         """SetMode to every forwarder and SetAggregate to the client; a window needs streaming."""
         if aggregate_window_sec is not None and not stream_to_client:
@@ -276,14 +296,18 @@ class LoggingMeshClient:
             self.client.expire(barrier)
             return barrier.future.result()
 
-    def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "killed by the test") -> bool:
+    def kill(
+        self, rank: int, sig: int = signal.SIGKILL, reason: str = "killed by the test"
+    ) -> bool:
         """Signal one child through its host; returns once the signal was sent (False if
         the child had already exited)."""
         host = self._hosts[self.host_of[rank]]
 
         async def kill() -> bool:
             host.ctl.send(("kill", rank, int(sig), reason))
-            msg = await self._next(host, time.monotonic() + 10.0, f"host{host.index} to signal rank {rank}")
+            msg = await self._next(
+                host, time.monotonic() + 10.0, f"host{host.index} to signal rank {rank}"
+            )
             return bool(msg[2])
 
         return self._call(kill(), 15.0, f"rank {rank} to be signalled")
@@ -298,6 +322,7 @@ class LoggingMeshClient:
 
     def wait_children(self, timeout: float) -> dict[int, ExitInfo]:
         """Wait until every child exited on its own; MeshError names the ranks still running."""
+
         async def wait() -> bool:
             return await self.client.wait_until(
                 lambda: all(r in self.exits for r in self.ranks), time.monotonic() + timeout
@@ -326,14 +351,18 @@ class LoggingMeshClient:
         problems: list[str] = []
         barrier = await self._flush(min(timeout * 0.3, 5.0))
         if not barrier.completed:
-            problems.append(f"pre-stop barrier v{barrier.version} {barrier.status}: missing ranks {list(barrier.missing_ranks)}")
+            problems.append(
+                f"pre-stop barrier v{barrier.version} {barrier.status}: missing ranks {list(barrier.missing_ranks)}"
+            )
         tails: dict[int, dict[str, list[str]]] = {}
         files: list[str] = []
         for host in self._hosts:
             host.ctl.send(("stop", max(1.0, (deadline - time.monotonic()) * 0.8)))
         for host in self._hosts:
             try:
-                msg = await self._next(host, deadline, f"host{host.index} to stop ranks {host.ranks}")
+                msg = await self._next(
+                    host, deadline, f"host{host.index} to stop ranks {host.ranks}"
+                )
             except MeshError as exc:
                 problems.append(str(exc))
                 continue
@@ -345,7 +374,9 @@ class LoggingMeshClient:
         if self.config.enable_log_forwarding:
             await self.client.wait_until(
                 lambda: all(
-                    r in self.client.said_bye or r in self.client.lost or r not in self.client.forwarders
+                    r in self.client.said_bye
+                    or r in self.client.lost
+                    or r not in self.client.forwarders
                     for r in self.ranks
                 ),
                 max(time.monotonic() + 0.5, deadline),
@@ -363,11 +394,15 @@ class LoggingMeshClient:
         for host in self._hosts:
             await self._reap_host(host, max(time.monotonic() + 1.0, deadline))
         self.journal("stop_end")
-        return StopOutcome(barrier, dict(self.exits), tails, files, unconfirmed, problems, time.monotonic() - t0)
+        return StopOutcome(
+            barrier, dict(self.exits), tails, files, unconfirmed, problems, time.monotonic() - t0
+        )
 
     def _exited_cleanly(self, rank: int) -> bool:
         info = self.exits.get(rank)
-        return info is not None and info.code == 0 and info.signal is None and not info.killed_by_stack
+        return (
+            info is not None and info.code == 0 and info.signal is None and not info.killed_by_stack
+        )
 
     async def _reap_host(self, host: _Host, deadline: float) -> None:
         while host.proc.poll() is None and time.monotonic() < deadline:

@@ -55,7 +55,9 @@ class LocalLogSender:
         ):
             return True
         if not self.skipped_lines:
-            self.journal("send_skipped", rank=self.rank, stream=self.stream, lines=len(lines), what="log")
+            self.journal(
+                "send_skipped", rank=self.rank, stream=self.stream, lines=len(lines), what="log"
+            )
         self.skipped_lines += len(lines)
         return False
 
