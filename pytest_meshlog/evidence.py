@@ -50,18 +50,32 @@ def file_lines_by_rank(
     by its fake_procs tag, else by whose expected lines hold it (else rank 0, where the
     oracle reports it as a line nobody emitted)."""
     out: dict[tuple[int, Stream], list[bytes]] = {key: [] for key in expected}
-    owners: dict[tuple[Stream, bytes], int] = {}
+    # identical untagged lines of several ranks: each copy goes to a rank still owed one
+    owed: dict[tuple[Stream, bytes], dict[int, int]] = {}
     for (owner, which), lines in expected.items():
         for line in lines:
-            owners.setdefault((which, line), owner)
+            counts = owed.setdefault((which, line), {})
+            counts[owner] = counts.get(owner, 0) + 1
     for path in files:
         stream: Stream = "stdout" if path.endswith(".stdout") else "stderr"
         data = Path(path).read_bytes() if Path(path).exists() else b""
         for line in data.split(b"\n")[:-1]:
             found = _rank_of(line, prefix_with_rank)
-            rank = owners.get((stream, line), 0) if found is None else found
+            rank = _take_owner(owed.get((stream, line))) if found is None else found
             out.setdefault((rank, stream), []).append(line)
     return out
+
+
+def _take_owner(counts: dict[int, int] | None) -> int:
+    """The first rank still owed a copy of a line (the first owner once all are paid,
+    so a surplus shows up as a duplicate; rank 0 when nobody emitted it)."""
+    if not counts:
+        return 0
+    for rank, left in counts.items():
+        if left > 0:
+            counts[rank] = left - 1
+            return rank
+    return next(iter(counts))
 
 
 def _rank_of(line: bytes, prefix_with_rank: bool) -> int | None:
@@ -114,12 +128,15 @@ def gather(
     tee = console_bytes(journal)
     raw: dict[tuple[int, Stream], bytes] = {}
     expected: dict[tuple[int, Stream], tuple[bytes, ...]] = {}
+    abrupt: set[int] = set()  # ranks whose script ended by an exit or crash step
     for rank, script in enumerate(scripts):
         record = Path(progress_path(client.record_dir, rank))
         wrote: dict[Stream, bytes] = {}
         if record.exists():
             em = emitted(script, rank, record)
             wrote = dict(em.streams)
+            if em.progress.ending in ("exit", "crash"):  # os._exit / a signal: no quiesce
+                abrupt.add(rank)
             if em.uncertain is not None:  # killed from outside in the middle of a write
                 wrote[em.uncertain.stream] = _settle(
                     em, em.uncertain.stream, eof_bytes(journal, rank, em.uncertain.stream)
@@ -158,7 +175,7 @@ def gather(
                 rank=rank,
                 exit_code=exit_info.code if exit_info else None,
                 exit_signal=exit_info.signal if exit_info else None,
-                crashed=died_abruptly(exit_info) or rank in faulted_ranks,
+                crashed=died_abruptly(exit_info) or rank in faulted_ranks or rank in abrupt,
                 streams=(streams[0], streams[1]),
             )
         )
@@ -174,6 +191,10 @@ def gather(
         files_gate_reason=gate,
         stop_problems=tuple(stop_problems),
     )
+
+
+def abrupt_ranks(evidence: MeshEvidence) -> frozenset[int]:
+    return frozenset(r.rank for r in evidence.ranks if r.crashed)
 
 
 def signal_name(sig: int | None) -> str:

@@ -6,6 +6,7 @@ test failed; everything they wrote lives in the test's own temporary directory.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -149,8 +150,23 @@ class Mesh:
             files=self.outcome.files,
             barriers=self.barriers,
             faulted_ranks=faulted,
-            stop_problems=[p for p in self.outcome.problems if "pre-stop barrier" not in p],
+            # the barrier is judged from `barriers`; the Bye rule is re-judged just below
+            stop_problems=[
+                p
+                for p in self.outcome.problems
+                if "pre-stop barrier" not in p and "without confirming" not in p
+            ],
         )
+        silent = sorted(set(self.outcome.unconfirmed_clean_exits) - ev.abrupt_ranks(evidence))
+        if silent:  # exit code 0 after a quiesce, yet no Bye: the tails were not confirmed
+            evidence = dataclasses.replace(
+                evidence,
+                stop_problems=(
+                    *evidence.stop_problems,
+                    f"ranks {silent} exited cleanly without confirming that their final lines "
+                    "were relayed (no Bye from their forwarder)",
+                ),
+            )
         self.report = evaluate(evidence)
         return self.report
 

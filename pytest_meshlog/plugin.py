@@ -7,6 +7,7 @@ run and prints a teardown summary; `--meshlog-report` writes an HTML report.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from fake_procs import FakeProcs, default_catalog
 from . import hookspecs
 from .backend import ReferenceBackend, StackBackend
 from .harness import Mesh, MeshHarness
+from .leaks import LeakChecker, format_leaks
 from .markers import MARKERS, MarkerError, TestMarks, parse_marks
 from .report import TeardownReport
 from .session import MeshlogSession
@@ -131,6 +133,31 @@ def meshlog_stack(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def meshlog_leak_check(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LeakChecker | None]:
+    """Fails the test (at teardown) if it leaves processes, driver fds or stack socket /
+    temp directories behind that were not there when this fixture was set up. On for every
+    `meshlog` test under --meshlog; off with --meshlog-no-leak-check / meshlog_leak_check."""
+    if not request.config.stash[SETTINGS].leak_check:
+        yield None
+        return
+    log = tmp_path_factory.getbasetemp() / f"meshlog-private-dirs-{os.getpid()}.jsonl"
+    checker = LeakChecker(log)
+    checker.start()
+    yield checker
+    labels: dict[str, str] = {}
+    for harness in request.node.stash.get(HARNESSES, []):
+        for j, mesh in enumerate(harness.meshes):
+            sockdir = getattr(getattr(mesh, "_client", None), "sockdir", None)
+            if sockdir is not None:
+                labels[str(sockdir)] = f"mesh {j} (workdir {mesh.workdir})"
+    leaks = checker.finish(labels)
+    if leaks:
+        pytest.fail(format_leaks(request.node.nodeid, leaks), pytrace=False)
+
+
+@pytest.fixture
 def meshlog(
     request: pytest.FixtureRequest, meshlog_seed: int, meshlog_stack: str, tmp_path: Path
 ) -> Iterator[MeshHarness]:
@@ -141,6 +168,8 @@ def meshlog(
     marks = marks_of(item)
     backend = make_backend(config, meshlog_stack)
     session = config.stash[SESSION]
+    if settings.enabled and settings.leak_check and not session.selftest_active(item):
+        request.getfixturevalue("meshlog_leak_check")  # set up first, so checked last
 
     def on_report(mesh: Mesh, report: TeardownReport) -> None:
         config.hook.pytest_meshlog_teardown_report(item=item, report=report)

@@ -34,6 +34,15 @@ class CatalogModule(pytest.Module):
         return catalog
 
 
+class RandomCatalogModule(pytest.Module):
+    """The generated scenarios of `--meshlog-random N` (pytest_meshlog/random_catalog.py)."""
+
+    def _getobj(self) -> Any:
+        from . import random_catalog
+
+        return random_catalog
+
+
 class MeshlogSession:
     """Registered as a plugin by `pytest_configure`; one per pytest process."""
 
@@ -66,8 +75,15 @@ class MeshlogSession:
             return
         from . import catalog
 
-        module = CatalogModule.from_parent(session, path=Path(catalog.__file__), nodeid="meshlog")
-        for node in session.genitems(module):
+        modules: list[pytest.Module] = [
+            CatalogModule.from_parent(session, path=Path(catalog.__file__), nodeid="meshlog")
+        ]
+        if self.settings.random:
+            from . import random_catalog
+
+            path = Path(random_catalog.__file__)
+            modules.append(RandomCatalogModule.from_parent(session, path=path, nodeid="meshlog"))
+        for node in (n for m in modules for n in session.genitems(m)):
             # ids read as meshlog/<scenario>[params], as a user would name them
             node._nodeid = "meshlog/" + node.name.removeprefix("test_")
             node.add_marker("meshlog_catalog")

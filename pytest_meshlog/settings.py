@@ -22,6 +22,8 @@ OPTIONS: tuple[tuple[str, str, type, Any, str], ...] = (
      "deadline in seconds for each flush, stop and wait the harness makes"),
     ("--meshlog-selftest", "meshlog_selftest", bool, False,
      "run the catalog against deliberately broken stacks; fail unless each one is caught"),
+    ("--meshlog-random", "meshlog_random", int, 0,
+     "with --meshlog, add N generated (Hypothesis) scenarios to the catalog: meshlog/random[i]"),
 )  # fmt: skip
 
 
@@ -34,6 +36,12 @@ def add_options(parser: pytest.Parser) -> None:
         else:
             group.addoption(flag, action="store", type=kind, default=None, help=help_text)
             parser.addini(ini, help_text, default=None if default is None else str(default))
+    leak_help = "check every test that uses the meshlog fixture (under --meshlog) or "
+    leak_help += "meshlog_leak_check for leaked processes, descriptors and socket directories"
+    group.addoption(
+        "--meshlog-no-leak-check", action="store_true", default=False, help="turn off: " + leak_help
+    )
+    parser.addini("meshlog_leak_check", leak_help + " (default true)", type="bool", default=True)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Settings:
     report: str | None
     timeout: float
     selftest: bool
+    leak_check: bool = True
+    random: int = 0
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -67,9 +77,14 @@ class Settings:
                         what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
                         raise pytest.UsageError(f"ini {ini}={raw!r} is not {what}") from None
             values[ini.removeprefix("meshlog_") if ini != "meshlog" else "enabled"] = value
+        values["leak_check"] = not config.getoption("meshlog_no_leak_check") and bool(
+            config.getini("meshlog_leak_check")
+        )
         settings = cls(**values)
         if settings.procs < 1:
             raise pytest.UsageError(f"--meshlog-procs={settings.procs} must be at least 1")
         if settings.timeout <= 0:
             raise pytest.UsageError(f"--meshlog-timeout={settings.timeout} must be positive")
+        if settings.random < 0:
+            raise pytest.UsageError(f"--meshlog-random={settings.random} must be at least 0")
         return settings

@@ -9,16 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
+import json
 import os
 import socket
+import struct
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .wire import FrameDecoder, FrameError, decode, encode, frame
 
 OnMessage = Callable[["FrameConnection", list[Any]], None]
 OnClosed = Callable[["FrameConnection", BaseException | None], None]
+
+
+@dataclass(frozen=True)
+class PeerCred:
+    """SO_PEERCRED of a connected Unix socket: who was on the other end at connect()."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: Any) -> PeerCred | None:
+    """The peer's credentials, or None where the platform has no SO_PEERCRED."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCred(pid, uid, gid)
 
 
 class FrameConnection(asyncio.Protocol):
@@ -37,6 +61,10 @@ class FrameConnection(asyncio.Protocol):
         self.writable = asyncio.Event()
         self.writable.set()
         self.frame_error: FrameError | None = None
+        self.accept_peer: Callable[[FrameConnection, PeerCred], bool] | None = None
+        """Asked once when an accepted connection is made; False closes it at once."""
+        self.on_frame_error: Callable[[FrameConnection, FrameError], None] | None = None
+        self.refused = False
         self._decoder = FrameDecoder()
 
     @property
@@ -48,6 +76,14 @@ class FrameConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=256 * 1024)
+        if self.accept_peer is not None:
+            try:
+                cred = peer_credentials(transport.get_extra_info("socket"))
+            except OSError:
+                cred = PeerCred(-1, -1, -1)  # unknown peer: refuse
+            if cred is not None and not self.accept_peer(self, cred):
+                self.refused = True
+                transport.abort()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -59,6 +95,8 @@ class FrameConnection(asyncio.Protocol):
                 handle(self, decode(body))
         except FrameError as exc:
             self.frame_error = exc
+            if self.on_frame_error is not None:
+                self.on_frame_error(self, exc)
             self.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -123,6 +161,28 @@ class FrameConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def guard_accepted(
+    conn: FrameConnection, where: str, journal: Callable[..., None]
+) -> FrameConnection:
+    """Lock down a connection a server accepted: a peer of another uid is refused at once
+    (`connection_refused`), a bad frame closes the connection (`frame_rejected`). Either
+    way only that connection goes; the server keeps serving the others."""
+    me = os.getuid()
+
+    def check(c: FrameConnection, cred: PeerCred) -> bool:
+        if cred.uid == me:
+            return True
+        journal("connection_refused", peer_uid=cred.uid, peer_pid=cred.pid, where=where)
+        return False
+
+    def rejected(c: FrameConnection, exc: FrameError) -> None:
+        journal("frame_rejected", where=where, error=str(exc))
+
+    conn.accept_peer = check
+    conn.on_frame_error = rejected
+    return conn
+
+
 async def serve(path: str, factory: Callable[[], FrameConnection]) -> asyncio.AbstractServer:
     """Listen on a Unix socket path (the caller owns the directory and removes it)."""
     loop = asyncio.get_running_loop()
@@ -153,6 +213,25 @@ async def dial(
         return conn
 
 
+@dataclass(frozen=True)
+class PrivateDir:
+    """A directory `private_dir` made: where, by which process and which code."""
+
+    path: str
+    pid: int
+    creator: str
+    seq: int
+
+
+_SEQ = itertools.count(1)
+PRIVATE_DIRS: list[PrivateDir] = []
+"""Every private directory this process made, oldest first (the leak check reads it)."""
+
+PRIVATE_DIR_LOG_ENV = "MESHLOG_PRIVATE_DIR_LOG"
+"""If set, a file where every process of the stack appends one JSON line per private
+directory it makes, so directories made by hosts and children are attributable too."""
+
+
 def private_dir(prefix: str = "ml-") -> str:
     """A 0700 directory with a short path (Unix socket paths are limited to ~107 bytes)."""
     import tempfile
@@ -160,4 +239,23 @@ def private_dir(prefix: str = "ml-") -> str:
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
     path = tempfile.mkdtemp(prefix=prefix, dir=base)
     os.chmod(path, 0o700)
+    caller = sys._getframe(1)
+    code = caller.f_code
+    name = getattr(code, "co_qualname", code.co_name)
+    where = f"{name} ({os.path.basename(code.co_filename)}:{caller.f_lineno})"
+    record = PrivateDir(path, os.getpid(), where, next(_SEQ))
+    if len(PRIVATE_DIRS) >= 4096:  # a long-lived process: forget the ones already removed
+        PRIVATE_DIRS[:] = [d for d in PRIVATE_DIRS if os.path.lexists(d.path)]
+    PRIVATE_DIRS.append(record)
+    log = os.environ.get(PRIVATE_DIR_LOG_ENV)
+    if log:
+        line = json.dumps({"path": path, "pid": record.pid, "creator": record.creator})
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return path
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
     return path

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import wire
 from .aggregate import Aggregator
-from .channel import FrameConnection, serve
+from .channel import FrameConnection, guard_accepted, serve
 from .journal import Journal
 
 Sink = Callable[[int, bytes], None]
@@ -87,7 +87,9 @@ class LogClientActor:
         self._server = await serve(self.address, self._accept)
 
     def _accept(self) -> FrameConnection:
-        return FrameConnection(self._on_message, self._on_closed)
+        return guard_accepted(
+            FrameConnection(self._on_message, self._on_closed), "client", self.journal
+        )
 
     # -- data -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
-from .channel import FrameConnection, dial, serve
+from .channel import FrameConnection, dial, guard_accepted, private_dir, serve
 from .journal import Journal
 
 HEARTBEAT_S = 1.0
@@ -64,9 +64,7 @@ class LogForwardActor:
         """Serve the channel, self-dial it, dial the client, start the heartbeat."""
         path = self.channel
         if path is None:  # no bootstrap: serve an ephemeral address nobody dials
-            import tempfile
-
-            self._tmpdir = tempfile.mkdtemp(prefix="ml-fwd-")
+            self._tmpdir = private_dir("ml-fwd-")
             path = os.path.join(self._tmpdir, "fwd.sock")
         self._server = await serve(path, self._accept)
         self._self_tx = await dial(path, FrameConnection(_ignore), deadline, what="self-dial")
@@ -86,7 +84,7 @@ class LogForwardActor:
     def _accept(self) -> FrameConnection:
         conn = FrameConnection(self._on_channel_message, self._on_channel_closed)
         conn.on_raw = self._relay_raw
-        return conn
+        return guard_accepted(conn, "forwarder_channel", self.journal)
 
     def _relay_raw(self, conn: FrameConnection, body: bytes) -> bool:
         """The hot path: a Log frame goes to the client as it came, never decoded."""

@@ -56,6 +56,7 @@ class StopOutcome:
     files: list[str]
     unconfirmed_ranks: tuple[int, ...]
     problems: list[str]
+    unconfirmed_clean_exits: tuple[int, ...]
     duration_s: float
 
 
@@ -395,7 +396,14 @@ class LoggingMeshClient:
             await self._reap_host(host, max(time.monotonic() + 1.0, deadline))
         self.journal("stop_end")
         return StopOutcome(
-            barrier, dict(self.exits), tails, files, unconfirmed, problems, time.monotonic() - t0
+            barrier,
+            dict(self.exits),
+            tails,
+            files,
+            unconfirmed,
+            problems,
+            tuple(clean),
+            time.monotonic() - t0,
         )
 
     def _exited_cleanly(self, rank: int) -> bool:
