@@ -42,3 +42,14 @@ def test_selftest_fails_when_a_variant_goes_unnoticed(pytester: pytest.Pytester)
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*NOT CAUGHT by any of 1 scenarios*", "*self-test FAILED*"])
+
+
+@pytest.mark.timeout(900)
+def test_a_few_hundred_random_scenarios(pytester: pytest.Pytester) -> None:
+    """Issue 7: a few hundred generated meshes per CI run, deterministic from the seed."""
+    result = pytester.runpytest_subprocess(
+        "--meshlog", "-m", "meshlog_catalog", "-k", "random", "--meshlog-random", "200",
+        "-n", "2", *QUIET, timeout=900,
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-5000:]
+    assert result.parseoutcomes()["passed"] == 200

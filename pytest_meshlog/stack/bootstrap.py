@@ -66,11 +66,14 @@ class BootstrapProcManager:
         gate = config.file_log_gate()
         if gate is None:
             directory, basename = config.file_log_location()
-            self.files = FileAppender(directory, basename, self.hostname, journal)
+            try:
+                self.files = FileAppender(directory, basename, self.hostname, journal)
+            except OSError as exc:  # streaming and the console tee still work without files
+                journal("file_appender_gated", reason=f"log dir {directory!r} unusable: {exc}")
             # faults a test asked for from the start (see docs/architecture.md)
-            if os.environ.get("MESHLOG_FAULT_FILE_DELAY"):
+            if self.files is not None and os.environ.get("MESHLOG_FAULT_FILE_DELAY"):
                 self.slow_files(float(os.environ["MESHLOG_FAULT_FILE_DELAY"]))
-            if os.environ.get("MESHLOG_FAULT_FILE_ERRORS") == "1":
+            if self.files is not None and os.environ.get("MESHLOG_FAULT_FILE_ERRORS") == "1":
                 self.break_files()
         else:
             journal("file_appender_gated", reason=gate)

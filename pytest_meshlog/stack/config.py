@@ -133,6 +133,21 @@ class StackConfig:
             return f"environment is local and {FORCE_FILE_LOG} is false"
         return None
 
+    def check_log_dir(self) -> None:
+        """When files will be written, make sure their directory can be: created if
+        missing, else a ConfigError naming it (raised before any child is spawned)."""
+        if self.file_log_gate() is not None:
+            return
+        directory, _ = self.file_log_location()
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"log dir {directory!r} cannot be created: {exc.strerror}") from None
+        if not os.path.isdir(directory):
+            raise ConfigError(f"log dir {directory!r} is not a directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"log dir {directory!r} is not writable")
+
     def file_log_location(self) -> tuple[str, str]:
         """(directory, basename) for per-proc files: the test's own dir when one is set."""
         if self.env == "local":

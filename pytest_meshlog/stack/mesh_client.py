@@ -148,6 +148,7 @@ class LoggingMeshClient:
             raise MeshError("this mesh client has already spawned its children")
         if not children:
             raise ConfigError("spawn needs at least one child")
+        self.config.check_log_dir()
         per_host = -(-len(children) // self.hosts)
         self._call(self._spawn(list(children), per_host, timeout), timeout + 5, "spawn")
 
