@@ -219,8 +219,7 @@ def test_stream_to_client_off(meshlog: MeshHarness, fake_procs: FakeProcs, procs
 def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A barrier started while one is open answers the first caller (superseded)."""
     mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
-    os_stop = signal.SIGSTOP
-    mesh.kill(0, os_stop)  # rank 0 cannot ack while stopped
+    mesh.kill(0, signal.SIGSTOP)  # rank 0 cannot ack while stopped
     results: dict[int, BarrierResult] = {}
     threads = [
         threading.Thread(target=lambda n=n: results.__setitem__(n, mesh.flush(timeout=5)))

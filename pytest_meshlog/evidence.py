@@ -8,7 +8,6 @@ fake_procs' own implementation of the tee rules.
 
 from __future__ import annotations
 
-import signal as signals
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -195,12 +194,3 @@ def gather(
 
 def abrupt_ranks(evidence: MeshEvidence) -> frozenset[int]:
     return frozenset(r.rank for r in evidence.ranks if r.crashed)
-
-
-def signal_name(sig: int | None) -> str:
-    if sig is None:
-        return "-"
-    try:
-        return signals.Signals(sig).name
-    except ValueError:
-        return str(sig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +57,6 @@ def wait_delivered(
 ) -> None:
     """Flush until `n` lines of the rank's stream reached the client (the child may start
     writing later than spawn() returns); each barrier covers what was written before it."""
-    import time
 
     deadline = time.monotonic() + timeout
     while len(client.delivered.get((rank, stream), ())) < n:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -97,13 +98,11 @@ def test_barrier_covers_everything_written_before_it(tmp_path: Path) -> None:
 
 def test_barrier_timeout_names_the_ranks_that_did_not_ack(tmp_path: Path) -> None:
     with mesh(tmp_path, [child("hang"), child("hang"), child("hang")]) as m:
-        pid = psutil.Process(os.getpid())
-        stuck = _child_pid(m, rank=1, me=pid)
-        os.kill(stuck, signal.SIGSTOP)
+        m.kill(1, signal.SIGSTOP)  # returns once every thread of rank 1 is stopped
         try:
             result = m.flush(timeout=0.5)
         finally:
-            os.kill(stuck, signal.SIGCONT)
+            m.kill(1, signal.SIGCONT)
         assert result.status == "timeout", (result, m.read_journal())
         assert result.missing_ranks == (1,)
         assert result.acked_ranks == (0, 2)
@@ -113,17 +112,18 @@ def test_barrier_timeout_names_the_ranks_that_did_not_ack(tmp_path: Path) -> Non
 
 def test_a_second_barrier_answers_the_first_as_superseded(tmp_path: Path) -> None:
     with mesh(tmp_path, [child("hang"), child("hang")]) as m:
-        stuck = _child_pid(m, rank=0, me=psutil.Process(os.getpid()))
-        os.kill(stuck, signal.SIGSTOP)
+        m.kill(0, signal.SIGSTOP)
         results: dict[int, BarrierOutcome] = {}
         threads = []
         for n in (1, 2):
             t = threading.Thread(target=lambda n=n: results.__setitem__(n, m.flush(timeout=20)))
             t.start()
             threads.append(t)
+            deadline = time.monotonic() + 20
             while len(events(m, "barrier_started")) < n:  # both barriers open while rank 0 sleeps
-                threading.Event().wait(0.005)
-        os.kill(stuck, signal.SIGCONT)
+                assert time.monotonic() < deadline, f"barrier {n} never started"
+                time.sleep(0.005)
+        m.kill(0, signal.SIGCONT)
         for t in threads:
             t.join(25)
             assert not t.is_alive(), "a barrier's caller never heard back"
@@ -186,9 +186,3 @@ def test_nothing_outlives_the_mesh(tmp_path: Path) -> None:
         assert {p.pid for p in me.children(recursive=True)} - before
     assert {p.pid for p in me.children(recursive=True)} - before == set()
     assert not os.path.exists(sockdir)
-
-
-def _child_pid(m: LoggingMeshClient, rank: int, me: psutil.Process) -> int:
-    spawned = events(m, "child_spawned", rank=rank)
-    assert spawned, f"rank {rank} was never spawned"
-    return int(spawned[0]["pid"])

@@ -168,7 +168,7 @@ class BootstrapProcManager:
         child.code, child.signal = (None, -rc) if rc < 0 else (rc, None)
         self.journal("child_exited", rank=child.rank, code=child.code, signal=child.signal)
         child.exited.set()
-        self.ctl.send(("exited", child.rank, child.code, child.signal))
+        self.ctl.send(("exited", child.rank, child.code, child.signal, child.killed_by_us))
 
     def kill(self, rank: int, sig: int, reason: str) -> bool:
         """Signal one child; a lethal signal marks it as killed by the stack (or the test)."""
@@ -180,6 +180,21 @@ class BootstrapProcManager:
         self.journal("child_killed", rank=rank, signal=sig, reason=reason)
         child.proc.send_signal(sig)
         return True
+
+    async def wait_stopped(self, rank: int, deadline: float) -> bool:
+        """SIGSTOP stops a threaded process only once one of its threads runs to take it:
+        wait until every thread is stopped, so "stopped" means stopped (bounded)."""
+        tasks = f"/proc/{self.children[rank].proc.pid}/task"
+        while time.monotonic() < deadline:
+            try:
+                states = [_thread_state(f"{tasks}/{t}/stat") for t in os.listdir(tasks)]
+            except OSError:
+                return False  # gone
+            if all(s in ("T", "t") for s in states):
+                return True
+            await asyncio.sleep(0.001)
+        self.journal("stop_signal_slow", rank=rank)
+        return False
 
     def close_channel(self, rank: int) -> None:
         """Fault injection: the child's channel goes away under the senders."""
@@ -252,6 +267,11 @@ class BootstrapProcManager:
                 child.proc.kill()
 
 
+def _thread_state(stat_path: str) -> str:
+    with open(stat_path) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]  # the field after "(comm)"
+
+
 async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
     journal = Journal(journal_dir, f"host{host}")
     journal("host_started", host=host, pid=os.getpid())
@@ -277,7 +297,10 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
             if kind == "spawn":
                 await manager.spawn(msg[1])
             elif kind == "kill":
-                ctl.send(("signalled", msg[1], manager.kill(msg[1], msg[2], msg[3])))
+                sent = manager.kill(msg[1], msg[2], msg[3])
+                if sent and msg[2] == signal.SIGSTOP:
+                    await manager.wait_stopped(msg[1], time.monotonic() + 5.0)
+                ctl.send(("signalled", msg[1], sent))
             elif kind == "close_channel":
                 manager.close_channel(msg[1])
             elif kind == "break_files":

@@ -74,7 +74,6 @@ class LogClientActor:
         self.forwarders: dict[int, FrameConnection] = {}
         self.said_bye: set[int] = set()
         self.lost: set[int] = set()
-        self.connected = asyncio.Event()
         self.version = 0
         self.window: float | None = None
         self.aggregators = (Aggregator(), Aggregator())

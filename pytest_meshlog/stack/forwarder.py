@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -213,7 +212,3 @@ def _ignore(conn: FrameConnection, msg: list[Any]) -> None:
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-def monotonic_deadline(seconds: float) -> float:
-    return time.monotonic() + seconds

@@ -228,9 +228,7 @@ class LoggingMeshClient:
 
     def _on_host_message(self, host: _Host, msg: list[Any]) -> None:
         if msg[0] == "exited":
-            self.exits[msg[1]] = ExitInfo(
-                msg[2], msg[3], self.exits.get(msg[1], ExitInfo(0, 0)).killed_by_stack
-            )
+            self.exits[msg[1]] = ExitInfo(msg[2], msg[3], msg[4])
             self.client._poke()
         host.inbox.put_nowait(msg)
 
