@@ -8,6 +8,7 @@ fake_procs' own implementation of the tee rules.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,32 +50,49 @@ def file_lines_by_rank(
     by its fake_procs tag, else by whose expected lines hold it (else rank 0, where the
     oracle reports it as a line nobody emitted)."""
     out: dict[tuple[int, Stream], list[bytes]] = {key: [] for key in expected}
-    # identical untagged lines of several ranks: each copy goes to a rank still owed one
-    owed: dict[tuple[Stream, bytes], dict[int, int]] = {}
-    for (owner, which), lines in expected.items():
-        for line in lines:
-            counts = owed.setdefault((which, line), {})
-            counts[owner] = counts.get(owner, 0) + 1
+    owners = _Owners(expected)
     for path in files:
         stream: Stream = "stdout" if path.endswith(".stdout") else "stderr"
         data = Path(path).read_bytes() if Path(path).exists() else b""
         for line in data.split(b"\n")[:-1]:
             found = _rank_of(line, prefix_with_rank)
-            rank = _take_owner(owed.get((stream, line))) if found is None else found
+            rank = owners.take(stream, line, out) if found is None else found
             out.setdefault((rank, stream), []).append(line)
     return out
 
 
-def _take_owner(counts: dict[int, int] | None) -> int:
-    """The first rank still owed a copy of a line (the first owner once all are paid,
-    so a surplus shows up as a duplicate; rank 0 when nobody emitted it)."""
-    if not counts:
-        return 0
-    for rank, left in counts.items():
-        if left > 0:
-            counts[rank] = left - 1
-            return rank
-    return next(iter(counts))
+class _Owners:
+    """Who emitted an untagged line. When several ranks on one host emitted identical
+    lines, their copies interleave in the host's file in any order: each copy goes to the
+    rank it brings closest to its next expected line, so a correct file never looks out
+    of order. A copy nobody is owed goes to its first owner (a duplicate), or to rank 0
+    when nobody emitted it."""
+
+    def __init__(self, expected: dict[tuple[int, Stream], tuple[bytes, ...]]) -> None:
+        self.at: dict[tuple[Stream, bytes], dict[int, list[int]]] = {}
+        for (rank, stream), lines in expected.items():
+            for index, line in enumerate(lines):
+                self.at.setdefault((stream, line), {}).setdefault(rank, []).append(index)
+        self.paid: dict[tuple[Stream, bytes, int], int] = {}
+
+    def take(
+        self, stream: Stream, line: bytes, so_far: dict[tuple[int, Stream], list[bytes]]
+    ) -> int:
+        where = self.at.get((stream, line))
+        if not where:
+            return 0
+        best: tuple[int, int] | None = None  # (gap to the next expected copy, rank)
+        for rank, indices in where.items():
+            if self.paid.get((stream, line, rank), 0) >= len(indices):
+                continue  # every copy this rank emitted is already accounted for
+            cursor = len(so_far.get((rank, stream), ()))
+            nxt = bisect_left(indices, cursor)
+            gap = indices[nxt] - cursor if nxt < len(indices) else cursor - indices[-1]
+            best = min(best, (gap, rank)) if best is not None else (gap, rank)
+        rank = best[1] if best is not None else next(iter(where))
+        key = (stream, line, rank)
+        self.paid[key] = self.paid.get(key, 0) + 1
+        return rank
 
 
 def _rank_of(line: bytes, prefix_with_rank: bool) -> int | None:

@@ -1,0 +1,33 @@
+"""Attributing the lines of a per-host file to ranks, on real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_meshlog.evidence import file_lines_by_rank
+
+
+def _host_file(tmp_path: Path, *lines: bytes) -> list[str]:
+    path = tmp_path / "mesh_host0_abcd.stdout"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return [str(path)]
+
+
+def test_identical_untagged_lines_of_two_ranks_keep_each_rank_in_order(tmp_path: Path) -> None:
+    """Rank 1's copy of a shared line reaches the host file before rank 0's: each copy
+    goes to the rank whose sequence it continues, so neither looks out of order."""
+    expected = {(0, "stdout"): (b"a", b"same", b"b"), (1, "stdout"): (b"same", b"c")}
+    files = _host_file(tmp_path, b"same", b"a", b"same", b"b", b"c")
+    got = file_lines_by_rank(files, expected, prefix_with_rank=False)  # type: ignore[arg-type]
+    assert got[(0, "stdout")] == [b"a", b"same", b"b"]
+    assert got[(1, "stdout")] == [b"same", b"c"]
+
+
+def test_a_surplus_copy_shows_as_a_duplicate_and_a_stranger_goes_to_rank_0(
+    tmp_path: Path,
+) -> None:
+    expected = {(0, "stdout"): (b"x",), (1, "stdout"): (b"y", b"same")}
+    files = _host_file(tmp_path, b"y", b"same", b"same", b"nobody", b"x")
+    got = file_lines_by_rank(files, expected, prefix_with_rank=False)  # type: ignore[arg-type]
+    assert got[(1, "stdout")] == [b"y", b"same", b"same"]
+    assert got[(0, "stdout")] == [b"nobody", b"x"]
