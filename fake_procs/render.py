@@ -95,23 +95,75 @@ class Renderer:
             body = binascii.a2b_base64(step["b64"])
             yield stream, (self.next_tag(stream) + body if step["tag"] else body)
         elif op == "flood":  # written in blocks of whole lines, as a buffered writer would
-            stream, size = step["stream"], step["line_bytes"]
-            block: list[bytes] = []
-            pending = 0
-            for _ in range(step["n"]):
-                line = self.generated(stream, size)
-                if block and pending + len(line) > FLOOD_BLOCK:
-                    yield stream, b"".join(block)
-                    block, pending = [], 0
-                block.append(line)
-                pending += len(line)
-            if block:
-                yield stream, b"".join(block)
+            yield from self._flood(step["stream"], step["line_bytes"], step["n"])
         elif op == "interleave":
             size = step["line_bytes"]
             for i in range(step["n"]):
                 stream = STREAMS[i % 2]
                 yield stream, self.generated(stream, size)
+
+    def _flood(self, stream: str, size: int | None, n: int) -> Iterator[tuple[str, bytes]]:
+        """`n` generated lines packed greedily into blocks of at most FLOOD_BLOCK bytes
+        (a line longer than that is a block of its own).
+
+        The same bytes as `generated` line by line, but each block is one `%` format of
+        per-line templates: a flood is the hot path of every throughput benchmark, and
+        rendering must not be what limits it.
+        """
+        seq = self.seq[stream]
+        end = seq + n
+        self.seq[stream] = end
+        head = f"<r{self.rank}{LETTERS[stream]}".encode()
+        picks = len(self._corpus)
+        pending: list[bytes] = []
+        used = 0
+        while seq < end:
+            digits = len(str(seq))
+            run_end = min(end, 10**digits)  # the tag's length is fixed up to here
+            tag_len = len(head) + digits + 2
+            bodies = [self._body(pick, size, tag_len) for pick in range(picks)]
+            templates = [head + b"%d> " + b.replace(b"%", b"%%") + b"\n" for b in bodies]
+            lens = [tag_len + len(b) + 1 for b in bodies]
+            uniform = len(set(lens)) == 1  # the usual case: filler pads to the size
+            while seq < run_end:
+                k = 0
+                room = FLOOD_BLOCK - used
+                while seq + k < run_end and lens[(seq + k) % picks] <= room:
+                    room -= lens[(seq + k) % picks]
+                    k += 1
+                    if uniform:  # every line the same length: take all that fit at once
+                        more = min(room // lens[0], run_end - seq - k)
+                        k += more
+                        room -= more * lens[0]
+                if k == 0:
+                    if pending:  # the next line does not fit: the block is done
+                        yield stream, b"".join(pending)
+                        pending, used = [], 0
+                        continue
+                    k = 1  # a line longer than a block: alone
+                    room = FLOOD_BLOCK - lens[seq % picks]
+                pending.append(_in_turn(templates, seq, k) % tuple(range(seq, seq + k)))
+                used = FLOOD_BLOCK - room
+                seq += k
+        if pending:
+            yield stream, b"".join(pending)
+
+    def _body(self, pick: int, size: int | None, tag_len: int) -> bytes:
+        """What follows a tag of `tag_len` bytes in a generated line using corpus `pick`."""
+        if size is None:
+            return self._corpus[pick]
+        return self.filler(pick, size - tag_len)
+
+
+def _in_turn(templates: list[bytes], seq: int, k: int) -> bytes:
+    """The templates of lines seq .. seq+k-1 joined (line i uses template i % len)."""
+    picks = len(templates)
+    turn = seq % picks
+    if turn + k <= picks:
+        return b"".join(templates[turn : turn + k])
+    cycle = templates[turn:] + templates[:turn]
+    full, rest = divmod(k, picks)
+    return b"".join(cycle) * full + b"".join(cycle[:rest])
 
 
 def walk_writes(
