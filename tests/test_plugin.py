@@ -337,15 +337,18 @@ def test_crash_fault(meshlog, fake_procs):
 def test_killed_mid_flood_is_an_allowed_loss(meshlog, fake_procs):
     import time
 
-    flood = fake_procs.script().flood(200_000, 60)
+    flood = fake_procs.script().flood(20_000_000, 60)  # 1.2 GB: killed long before its end
     mesh = meshlog.spawn([flood, fake_procs.partial_line_writer(lines=3)])
     assert mesh.flush().completed
-    time.sleep(0.2)  # the flood is under way (12 MB take far longer than this)
+    deadline = time.monotonic() + 20
+    while mesh.progress(0).count(b"w o d ") < 10:  # the flood is under way
+        assert time.monotonic() < deadline, "rank 0 wrote no flood block within 20 s"
+        time.sleep(0.005)
     mesh.kill(0, signal.SIGKILL)
     exits = mesh.wait_scripts()
     assert exits[0].signal == signal.SIGKILL
     report = mesh.stop()
-    assert 0 < report.stream(0, "stdout").emitted < 200_000  # killed mid-flood
+    assert 0 < report.stream(0, "stdout").emitted < 20_000_000  # killed mid-flood
     assert report.unexplained == ()
     assert all(loss.rank == 0 and loss.rule == "crash-last-batch" for loss in report.lost)
     assert report.stream(1, "stdout").delivered == 4

@@ -2,7 +2,9 @@
 
 Every hop of the stack (sender -> forwarder -> client) is one of these. Writes never
 block the loop; instead the transport's high-water mark pauses the producer upstream
-(`on_pause`/`on_resume`), which is how backpressure reaches the child's pipe.
+(`on_pause`/`on_resume`), which is how backpressure reaches the child's pipe. Frames sent
+in one turn of the loop leave in one write, in order (a system call per frame was most
+of a relay's cost).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class FrameConnection(asyncio.Protocol):
         self.on_frame_error: Callable[[FrameConnection, FrameError], None] | None = None
         self.refused = False
         self._decoder = FrameDecoder()
+        self._outgoing: list[bytes] | None = None  # frames waiting for the end of this turn
 
     @property
     def active(self) -> bool:
@@ -122,17 +125,28 @@ class FrameConnection(asyncio.Protocol):
         """Pass an already-encoded frame body on unchanged."""
         if not self.active:
             return False
-        assert self.transport is not None
-        self.transport.write(frame(body))
+        self._write(frame(body))
         return True
 
     def send(self, msg: tuple[Any, ...]) -> bool:
         """Queue a message; False (and nothing sent) when the connection is not active."""
         if not self.active:
             return False
-        assert self.transport is not None
-        self.transport.write(encode(msg))
+        self._write(encode(msg))
         return True
+
+    def _write(self, data: bytes) -> None:
+        if self._outgoing is None:
+            self._outgoing = [data]
+            asyncio.get_running_loop().call_soon(self._write_out)
+        else:
+            self._outgoing.append(data)
+
+    def _write_out(self) -> None:
+        """Hand this turn's frames to the transport in one write."""
+        out, self._outgoing = self._outgoing, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def pause_reading(self) -> None:
         if self.active and self.transport is not None:
@@ -149,7 +163,7 @@ class FrameConnection(asyncio.Protocol):
     async def flush_out(self, deadline: float) -> bool:
         """Wait until everything written has left this process; False at the deadline."""
         while self.active and self.transport is not None:
-            if self.transport.get_write_buffer_size() == 0:
+            if self._outgoing is None and self.transport.get_write_buffer_size() == 0:
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -157,6 +171,7 @@ class FrameConnection(asyncio.Protocol):
         return self.transport is not None and self.transport.get_write_buffer_size() == 0
 
     def close(self) -> None:
+        self._write_out()  # what was sent before close goes first
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 

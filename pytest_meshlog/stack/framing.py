@@ -30,6 +30,11 @@ def finish_line(raw: bytes, prefix: bytes = b"", overflowed: bool = False) -> by
     return prefix + text
 
 
+def _strip_cr(raw: bytes) -> bytes:
+    """A `\\r\\n` ending loses its `\\r`."""
+    return raw[:-1] if raw.endswith(b"\r") else raw
+
+
 class LineFramer:
     """Incremental framer: feed chunks, get finished lines; memory bounded per line."""
 
@@ -47,21 +52,28 @@ class LineFramer:
             return []
         parts = chunk.split(b"\n")
         last = parts.pop()
-        first = parts[0]
-        if self._buf or self._overflowed:
-            self._append(first)
-            first = self._buf
-            overflowed = self._overflowed
-            self._buf, self._overflowed = b"", False
-        else:
-            overflowed = False
-        parts[0] = first
         prefix = self._prefix
         out: list[bytes] = []
-        for i, raw in enumerate(parts):
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            out.append(finish_line(raw, prefix, overflowed and i == 0))
+        if self._buf or self._overflowed:  # the first part ends the held partial line
+            self._append(parts[0])
+            out.append(finish_line(_strip_cr(self._buf), prefix, self._overflowed))
+            self._buf, self._overflowed = b"", False
+            parts = parts[1:]
+        if (
+            chunk.isascii()
+            and b"\r" not in chunk
+            and max(map(len, parts), default=0) <= MAX_LINE_SIZE
+        ):
+            # The common case, decided at C speed for the whole chunk: no line needs
+            # decoding, CR stripping or truncation.
+            if prefix:
+                parts = [prefix + raw for raw in parts]
+            if out:
+                out += parts
+            else:
+                out = parts
+        else:
+            out += [finish_line(_strip_cr(raw), prefix) for raw in parts]
         self._append(last)
         return out
 

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from .file_appender import FileAppender
     from .sender import LocalLogSender
 
-CHUNK = 8192
+CHUNK = 65536
 PEEK_LINES = 100
-_READS_PER_WAKEUP = 16
+_READS_PER_WAKEUP = 4
 
 
 class StreamFwder:
