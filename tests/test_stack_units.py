@@ -107,7 +107,7 @@ def test_barrier_bookkeeping_stale_and_no_open(tmp_path: Path) -> None:
 
 
 def test_frames_carry_arbitrary_bytes_across_any_split() -> None:
-    msg = (wire.LOG, "host0", "proc[0]", 1, [b"\xff\xfe\x00bad utf-8", b"", b"ok"])
+    msg = (wire.LOG, "host0", "proc[0]", 1, 3, b"\xff\xfe\x00bad utf-8\n\nok")
     data = wire.encode(msg) * 3
     for step in (1, 2, 7, len(data)):
         dec = wire.FrameDecoder()

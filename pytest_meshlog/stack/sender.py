@@ -50,9 +50,8 @@ class LocalLogSender:
         return self.conn is not None and self.conn.active
 
     def send(self, lines: list[bytes]) -> bool:
-        if self.conn is not None and self.conn.send(
-            (wire.LOG, self.hostname, self.proc_id, self.target, lines)
-        ):
+        msg = (wire.LOG, self.hostname, self.proc_id, self.target, len(lines), b"\n".join(lines))
+        if self.conn is not None and self.conn.send(msg):
             return True
         if not self.skipped_lines:
             self.journal(

@@ -1,7 +1,9 @@
 """Messages and their frames: a 4-byte big-endian length, then a msgpack array `[kind, ...]`.
 
 msgpack keeps raw `bytes` as bytes, so a line with invalid UTF-8 or NUL crosses intact.
-Messages stay plain tuples on the hot path; the constants below name their kinds.
+Messages stay plain tuples on the hot path; the constants below name their kinds. A batch
+of lines travels as one blob (the lines joined by `\\n`, which no line contains), so no hop
+pays per line: the client keeps blobs and splits them only when someone reads the lines.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import msgpack
 
 # Data plane (bootstrap -> forwarder -> client).
-LOG = 0  # (LOG, hostname, proc_id, target, [line, ...])
+LOG = 0  # (LOG, hostname, proc_id, target, nlines, b"\\n".join(lines))
 FLUSH = 1  # (FLUSH, version | None): None = heartbeat / EOF marker, int = barrier marker or ack
 # Control plane.
 HELLO = 2  # (HELLO, role, info): first frame on every connection
