@@ -142,7 +142,7 @@ class ChildRuntime:
             except BaseException as exc:
                 self._journal("quiesce_incomplete", error=repr(exc))
         self._journal("child_exit", code=code)
-        _save_coverage()
+        save_coverage()
         os._exit(code)
 
     async def _drain_tails(self, fwd: LogForwardActor) -> None:
@@ -157,7 +157,7 @@ class ChildRuntime:
         fwd.close()
 
 
-def _save_coverage() -> None:
+def save_coverage() -> None:
     """os._exit skips atexit, where coverage saves its data: save it here (only a child
     that crashes loses its own coverage)."""
     cov_module = sys.modules.get("coverage")
