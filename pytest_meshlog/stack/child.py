@@ -69,16 +69,22 @@ class ChildRuntime:
         ready = threading.Event()
         failure: list[BaseException] = []
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+        async def start_forwarder() -> None:
             try:
-                loop.run_until_complete(self._start_forwarder(ready))
+                await self._start_forwarder(ready)
             except BaseException as exc:  # reported to the main thread below
                 failure.append(exc)
                 ready.set()
-                return
+
+        def run() -> None:
+            # One run_forever from the start: `ready` is set while the loop runs. (Starting
+            # with run_until_complete left a gap before run_forever in which a quick
+            # workload could quiesce, see no running loop, and exit without relaying.)
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            starting = loop.create_task(start_forwarder())
             loop.run_forever()
+            del starting
 
         threading.Thread(target=run, name="meshlog-forwarder", daemon=True).start()
         if not ready.wait(START_TIMEOUT_S + 1):
