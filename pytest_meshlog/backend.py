@@ -82,6 +82,7 @@ class ReferenceBackend:
             sink=plan.sink,
             extra_env=env,
             consume_delay=plan.client_delay,
+            spare_host=True,  # one warm host waits between meshes (stack.spare)
         )
         try:
             if self.variant is not None:

@@ -14,7 +14,8 @@ leak and the component that made it:
   `MESHLOG_PRIVATE_DIR_LOG`, which the checker sets while it runs.
 
 Only what appeared between the two snapshots counts, so descriptors and processes of
-pytest, xdist or fixtures set up before the check (and torn down after it) never do.
+pytest, xdist or fixtures set up before the check (and torn down after it) never do;
+nor does the spare bootstrap host a mesh leaves warming for the next (`stack.spare`).
 Every xdist worker checks its own process tree. Processes get a grace period to finish
 exiting, and a leaked descriptor is looked at again after a garbage collection.
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import psutil
 
+from .stack import spare
 from .stack.channel import PRIVATE_DIR_LOG_ENV, PRIVATE_DIRS, PrivateDir
 
 HOST_MODULE = "pytest_meshlog.stack.host"
@@ -141,7 +143,8 @@ class LeakChecker:
     # -- processes ------------------------------------------------------------------------
 
     def _processes(self) -> list[Leak]:
-        new = _descendants() - self._before.procs
+        spare_pids = spare.reserved()[0]  # the warm host waiting for the next mesh
+        new = {k for k in _descendants() - self._before.procs if k[0] not in spare_pids}
         deadline = time.monotonic() + self.grace_s
         while True:
             alive = {k: p for k in new if (p := _alive(k)) is not None}
@@ -183,7 +186,10 @@ class LeakChecker:
 
     def _new_fds(self) -> dict[int, str]:
         before = self._before.fds
-        return {fd: t for fd, t in open_fds().items() if before.get(fd) != t}
+        spare_fds = spare.reserved()[1]
+        return {
+            fd: t for fd, t in open_fds().items() if before.get(fd) != t and fd not in spare_fds
+        }
 
     # -- private directories --------------------------------------------------------------
 

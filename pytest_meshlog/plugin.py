@@ -25,6 +25,7 @@ from .markers import MARKERS, MarkerError, TestMarks, parse_marks
 from .report import TeardownReport
 from .session import MeshlogSession
 from .settings import Settings, add_options
+from .stack import spare
 
 SETTINGS = pytest.StashKey[Settings]()
 SESSION = pytest.StashKey[MeshlogSession]()
@@ -50,6 +51,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session = MeshlogSession(config, settings)
     config.stash[SESSION] = session
     config.pluginmanager.register(session, "meshlog-session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    spare.discard()  # the warm host the last mesh left for a next one that will not come
 
 
 @pytest.hookimpl(trylast=True)

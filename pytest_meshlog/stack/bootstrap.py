@@ -11,16 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .channel import FrameConnection
+from .channel import LISTEN_FD_ENV, FrameConnection, listen
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
 from .forkserver import ForkedChild, fork_module, forkable_module, warm_up
@@ -89,30 +91,24 @@ class BootstrapProcManager:
         rank = spec["rank"]
         argv, env = list(spec["argv"]), dict(spec["env"])
         module = forkable_module(argv)
+        channel = env.get("BOOTSTRAP_LOG_CHANNEL")
+        listener = listen(channel) if channel else None  # served by the child, once it runs
+        keep = () if listener is None else (listener.fileno(),)
+        if listener is not None:
+            env[LISTEN_FD_ENV] = str(listener.fileno())
         proc: subprocess.Popen[bytes] | ForkedChild
-        if module is not None:  # a Python child: fork it from this warmed-up host
-            if module not in self._warmed:
-                warm_up(module)
-                self._warmed.add(module)
-            proc, out_r, err_r = fork_module(module, argv[3:], env)
-            pipes = {"stdout": out_r, "stderr": err_r}
-        else:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                close_fds=True,
-                preexec_fn=set_parent_death_signal,
-            )
-            pipes = {}
-            for stream in STREAMS:  # the tee owns the raw fds; Popen's files must not close them
-                pipe = getattr(popen, stream)
-                pipes[stream] = os.dup(pipe.fileno())
-                pipe.close()
-                setattr(popen, stream, None)
-            proc = popen
+        try:
+            if module is not None:  # a Python child: fork it from this warmed-up host
+                if module not in self._warmed:
+                    warm_up(module)
+                    self._warmed.add(module)
+                proc, out_r, err_r = fork_module(module, argv[3:], env, keep)
+                pipes = {"stdout": out_r, "stderr": err_r}
+            else:
+                proc, pipes = _exec_child(argv, env, keep)
+        finally:
+            if listener is not None:
+                listener.close()  # the child's copy is the one that serves
         child = ChildState(
             rank=rank, proc=proc, channel=env.get("BOOTSTRAP_LOG_CHANNEL"), pipes=pipes
         )
@@ -267,6 +263,29 @@ class BootstrapProcManager:
                 child.proc.kill()
 
 
+def _exec_child(
+    argv: list[str], env: dict[str, str], keep: tuple[int, ...]
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """Start a child that cannot be forked from the host; returns it and its pipe fds."""
+    popen = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        close_fds=True,
+        pass_fds=keep,
+        preexec_fn=set_parent_death_signal,
+    )
+    pipes = {}
+    for stream in STREAMS:  # the tee owns the raw fds; Popen's files must not close them
+        pipe = getattr(popen, stream)
+        pipes[stream] = os.dup(pipe.fileno())
+        pipe.close()
+        setattr(popen, stream, None)
+    return popen, pipes
+
+
 def _thread_state(stat_path: str) -> str:
     with open(stat_path) as f:
         return f.read().rsplit(")", 1)[1].split()[0]  # the field after "(comm)"
@@ -320,13 +339,51 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_meshlog.stack.host")
-    parser.add_argument("--host", type=int, required=True)
+    parser.add_argument("--host", type=int, default=None)
     parser.add_argument("--ctl-fd", type=int, required=True)
     parser.add_argument("--journal-dir", default=None)
+    parser.add_argument("--spare", action="store_true", help="wait for a mesh (stack.spare)")
+    parser.add_argument("--warm", action="append", default=[], help="module to import first")
     args = parser.parse_args(argv)
+    if args.spare:
+        for module in args.warm:
+            warm_up(module)
+        setup = _wait_for_mesh(args.ctl_fd)
+        if setup is None:
+            return 0  # dropped before any mesh took it
+        args.host, args.journal_dir = setup["host"], setup["journal_dir"]
+        os.environ.clear()
+        os.environ.update(setup["env"])
+    if args.host is None:
+        parser.error("--host is required unless --spare")
     variant = os.environ.get("MESHLOG_STACK_VARIANT")
     if variant:  # the self-test's deliberately broken stacks
         from ..selftest.variants import apply_in_process
 
         apply_in_process(variant, "host")
     return asyncio.run(_serve(args.host, args.ctl_fd, args.journal_dir))
+
+
+def _wait_for_mesh(ctl_fd: int) -> dict[str, Any] | None:
+    """A spare's wait: the mesh's setup and its console files (stdout, stderr), or None
+    if the driver closed the socket instead."""
+    sock = socket.socket(fileno=ctl_fd)
+    try:
+        head, fds, _flags, _addr = socket.recv_fds(sock, 4, 2)
+        if len(head) < 4 or len(fds) != 2:
+            return None
+        (size,) = struct.unpack(">I", head)
+        payload = bytearray()
+        while len(payload) < size:
+            more = sock.recv(size - len(payload))
+            if not more:
+                return None
+            payload += more
+    finally:
+        sock.detach()  # the fd stays open: it becomes the control connection
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    for fd in fds:
+        os.close(fd)
+    setup: dict[str, Any] = json.loads(payload)
+    return setup

@@ -198,9 +198,52 @@ def guard_accepted(
     return conn
 
 
+LISTEN_FD_ENV = "MESHLOG_CHANNEL_FD"
+"""Set by the bootstrap: the child's channel socket, already bound and listening, so the
+bootstrap's senders connect at once instead of retrying until the child serves it."""
+
+
+def listen(path: str) -> socket.socket:
+    """A Unix socket bound to `path` and listening (inheritable, for a child to serve)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def adopt_listener(path: str) -> socket.socket | None:
+    """The listening socket on `path` this process inherited, if any. The variable is
+    consumed, so a process this one starts never mistakes some other fd for it."""
+    raw = os.environ.pop(LISTEN_FD_ENV, None)
+    if raw is None or not raw.isdigit():
+        return None
+    try:
+        sock = socket.socket(fileno=int(raw))
+    except OSError:
+        return None
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        if sock.family == socket.AF_UNIX and listening and sock.getsockname() == path:
+            sock.set_inheritable(False)
+            return sock
+    except OSError:
+        pass
+    sock.detach()  # not ours to close: whatever that fd is, leave it alone
+    return None
+
+
 async def serve(path: str, factory: Callable[[], FrameConnection]) -> asyncio.AbstractServer:
-    """Listen on a Unix socket path (the caller owns the directory and removes it)."""
+    """Serve a Unix socket path (the caller owns the directory and removes it), on the
+    listening socket inherited for it if there is one."""
     loop = asyncio.get_running_loop()
+    inherited = adopt_listener(path)
+    if inherited is not None:
+        return await loop.create_unix_server(factory, sock=inherited)
     return await loop.create_unix_server(factory, path=path, backlog=1024)
 
 

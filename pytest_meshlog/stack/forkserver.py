@@ -73,23 +73,29 @@ class ForkedChild:
 
 
 def fork_module(
-    module: str, args: Sequence[str], env: Mapping[str, str]
+    module: str, args: Sequence[str], env: Mapping[str, str], keep: Sequence[int] = ()
 ) -> tuple[ForkedChild, int, int]:
-    """Fork a child running `python -m module args...`; returns (child, stdout_r, stderr_r)."""
+    """Fork a child running `python -m module args...`, with the fds in `keep` left open
+    (as `pass_fds` does); returns (child, stdout_r, stderr_r)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing of the host's may be written twice
     pid = os.fork()
     if pid == 0:  # the child: never returns
-        _run_child(module, args, env, out_w, err_w)
+        _run_child(module, args, env, out_w, err_w, keep)
     os.close(out_w)
     os.close(err_w)
     return ForkedChild(pid), out_r, err_r
 
 
 def _run_child(
-    module: str, args: Sequence[str], env: Mapping[str, str], out_w: int, err_w: int
+    module: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    out_w: int,
+    err_w: int,
+    keep: Sequence[int],
 ) -> None:
     code = 1
     try:
@@ -99,7 +105,11 @@ def _run_child(
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.closerange(3, _max_fd())
+        low = 3
+        for fd in sorted(fd for fd in keep if fd >= 3):  # close every other inherited fd
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, _max_fd())
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(
                 sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler

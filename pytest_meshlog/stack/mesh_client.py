@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import spare
 from .channel import FrameConnection, private_dir
 from .client import BarrierOutcome, LogClientActor, Sink
 from .config import ConfigError, StackConfig
@@ -89,6 +90,7 @@ class LoggingMeshClient:
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
         consume_delay: float = 0.0,
+        spare_host: bool = False,
     ) -> None:
         self.config = config if config is not None else StackConfig.from_env()
         if hosts < 1:
@@ -97,6 +99,8 @@ class LoggingMeshClient:
             raise ConfigError("aggregate_window_sec is set but stream_to_client is false")
         self.hosts = hosts
         self.python = python
+        self.spare_host = spare_host  # take a warm host if one waits; leave one at close
+        self._child_modules: set[str] = set()
         self.extra_env = dict(extra_env or {})
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(private_dir("ml-work-"))
@@ -179,6 +183,9 @@ class LoggingMeshClient:
                     env.pop("BOOTSTRAP_LOG_CHANNEL", None)
                     env.pop("MESHLOG_CLIENT_ADDR", None)
                 specs.append({"rank": rank, "argv": list(children[rank].argv), "env": env})
+                argv = children[rank].argv
+                if len(argv) > 2 and argv[1] == "-m":
+                    self._child_modules.add(argv[2])
             host.ctl.send(("spawn", specs))
         for host in self._hosts:
             waiting = set(host.ranks)
@@ -202,17 +209,23 @@ class LoggingMeshClient:
         return all(r in self.client.forwarders or r in self.exits for r in self.ranks)
 
     async def _start_host(self, h: int, env: dict[str, str]) -> _Host:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out = str(self.workdir / f"console-host{h}.stdout")
         err = str(self.workdir / f"console-host{h}.stderr")
+        warm = spare.take(self.python, env) if self.spare_host else None
         with open(out, "wb") as fo, open(err, "wb") as fe:
-            proc = subprocess.Popen(
-                [self.python, "-m", "pytest_meshlog.stack.host", "--host", str(h),
-                 "--ctl-fd", str(child.fileno()), "--journal-dir", str(self.journal_dir)],
-                stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, env=env,
-                pass_fds=(child.fileno(),), preexec_fn=set_parent_death_signal,
-            )  # fmt: skip
-        child.close()
+            if warm is not None:
+                setup = {"host": h, "journal_dir": str(self.journal_dir), "env": env}
+                warm.hand_over(setup, (fo.fileno(), fe.fileno()))
+                proc, parent = warm.proc, warm.sock
+            else:
+                parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                proc = subprocess.Popen(
+                    [self.python, "-m", spare.HOST_MODULE, "--host", str(h),
+                     "--ctl-fd", str(child.fileno()), "--journal-dir", str(self.journal_dir)],
+                    stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, env=env,
+                    pass_fds=(child.fileno(),), preexec_fn=set_parent_death_signal,
+                )  # fmt: skip
+                child.close()
         parent.setblocking(False)
         inbox: asyncio.Queue[list[Any] | None] = asyncio.Queue()
         host = _Host(h, proc, FrameConnection(lambda c, m: None), [], inbox, (out, err))
@@ -460,6 +473,8 @@ class LoggingMeshClient:
         shutil.rmtree(self.sockdir, ignore_errors=True)
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.spare_host:  # warms up while the caller reads its evidence
+            spare.start(self.python, os.environ, self._child_modules)
 
     def __enter__(self) -> LoggingMeshClient:
         return self
