@@ -108,23 +108,24 @@ def reserved() -> tuple[set[int], set[int]]:
     return {spare.proc.pid}, {spare.sock.fileno()}
 
 
-def discard() -> None:
-    """Stop the waiting spare, if any (at exit, at the end of a pytest session)."""
+def discard() -> int | None:
+    """Stop the waiting spare, if any (at exit, at the end of a pytest session); returns
+    its exit status (0: it read EOF and left by itself, negative: it had to be killed)."""
     global _spare
     with _lock:
         spare, _spare = _spare, None
-    if spare is not None:
-        _drop(spare)
+    return None if spare is None else _drop(spare)
 
 
-def _drop(spare: Spare) -> None:
+def _drop(spare: Spare) -> int | None:
     spare.sock.close()  # a spare that reads EOF before its setup exits at once
     try:
-        spare.proc.wait(2.0)
+        return spare.proc.wait(2.0)
     except subprocess.TimeoutExpired:
         spare.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             spare.proc.wait(2.0)
+        return spare.proc.returncode
 
 
 atexit.register(discard)
