@@ -25,14 +25,20 @@ def no_spare_left() -> Iterator[None]:
     assert spare.reserved() == (set(), set())
 
 
-def _run_mesh(tmp_path: Path, name: str, **kwargs: object) -> LoggingMeshClient:
+def _run_mesh(
+    tmp_path: Path, name: str, *, spare_host: bool = False, extra_env: dict[str, str] | None = None
+) -> LoggingMeshClient:
     """A two-child mesh that writes, stops and closes; returns the closed client."""
     path = tmp_path / f"{name}.json"
     script(1).line("one").partial("tail").write(path)
     specs = [ChildSpec(Script.child_argv(path)) for _ in range(2)]
     with LoggingMeshClient(
-        CONFIG, workdir=tmp_path / name, sink=lambda t, d: None, **kwargs
-    ) as mesh:  # type: ignore[arg-type]
+        CONFIG,
+        workdir=tmp_path / name,
+        sink=lambda t, d: None,
+        spare_host=spare_host,
+        extra_env=extra_env,
+    ) as mesh:
         mesh.spawn(specs)
         mesh.stop(30)
     for rank in range(2):
