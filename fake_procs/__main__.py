@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+from .executor import execute
+
 USAGE = "usage: python -m fake_procs [--standalone] [--rank N] [--record-dir DIR] SCRIPT.json"
 
 
@@ -39,8 +41,6 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     with open(path, "rb") as f:
         data: dict[str, Any] = json.load(f)
-
-    from .executor import execute
 
     if standalone:
         from .standalone import run_standalone

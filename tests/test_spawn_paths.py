@@ -40,6 +40,7 @@ def _run_mesh(
         extra_env=extra_env,
     ) as mesh:
         mesh.spawn(specs)
+        mesh.wait_children(30)  # the scripts end by themselves (a stop could pre-empt them)
         mesh.stop(30)
     for rank in range(2):
         assert mesh.delivered[(rank, "stdout")] == [

@@ -44,10 +44,13 @@ def forkable_module(argv: Sequence[str]) -> str | None:
 
 
 def warm_up(module: str) -> None:
-    """Import what every child needs once, in the host, before the first fork."""
+    """Import what every child needs once, in the host, before the first fork (for a
+    package, what `-m` runs: its `__main__`, whose own imports then cost no child)."""
     importlib.import_module("pytest_meshlog.stack.child")
     with contextlib.suppress(ImportError):  # the child will report it, as an exec'd one would
-        importlib.import_module(module)
+        mod = importlib.import_module(module)
+        if hasattr(mod, "__path__"):
+            importlib.import_module(f"{module}.__main__")
 
 
 class ForkedChild:
@@ -118,6 +121,7 @@ def _run_child(
         os.environ.clear()
         os.environ.update(env)
         sys.argv = [module, *args]
+        sys.modules.pop(f"{module}.__main__", None)  # warmed as a module; runs as __main__
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exc:
