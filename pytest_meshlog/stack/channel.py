@@ -2,9 +2,9 @@
 
 Every hop of the stack (sender -> forwarder -> client) is one of these. Writes never
 block the loop; instead the transport's high-water mark pauses the producer upstream
-(`on_pause`/`on_resume`), which is how backpressure reaches the child's pipe. Frames sent
-in one turn of the loop leave in one write, in order (a system call per frame was most
-of a relay's cost).
+(`on_pause`/`on_resume`), which is how backpressure reaches the child's pipe. Log batches
+sent in one turn of the loop leave in one write, in order (a system call per frame was
+most of a relay's cost); control messages leave at once, behind them.
 """
 
 from __future__ import annotations
@@ -121,30 +121,39 @@ class FrameConnection(asyncio.Protocol):
         if self.on_resume is not None:
             self.on_resume()
 
-    def send_frame(self, body: bytes) -> bool:
+    def send_frame(self, body: bytes, *, defer: bool = False) -> bool:
         """Pass an already-encoded frame body on unchanged."""
         if not self.active:
             return False
-        self._write(frame(body))
+        self._write(frame(body), defer)
         return True
 
-    def send(self, msg: tuple[Any, ...]) -> bool:
-        """Queue a message; False (and nothing sent) when the connection is not active."""
+    def send(self, msg: tuple[Any, ...], *, defer: bool = False) -> bool:
+        """Queue a message; False (and nothing sent) when the connection is not active.
+        `defer`: bulk data, which may wait for the end of this loop turn to leave in one
+        write with the rest; anything else leaves at once, behind what was deferred."""
         if not self.active:
             return False
-        self._write(encode(msg))
+        self._write(encode(msg), defer)
         return True
 
-    def _write(self, data: bytes) -> None:
-        if self._outgoing is None:
-            self._outgoing = [data]
-            asyncio.get_running_loop().call_soon(self._write_out)
-        else:
+    def _write(self, data: bytes, defer: bool) -> None:
+        if defer:
+            if self._outgoing is None:
+                self._outgoing = [data]
+                asyncio.get_running_loop().call_soon(self._write_out)
+            else:
+                self._outgoing.append(data)
+        elif self._outgoing:
             self._outgoing.append(data)
+            self._write_out()
+        else:
+            assert self.transport is not None
+            self.transport.write(data)
 
     def _write_out(self) -> None:
         """Hand this turn's frames to the transport in one write."""
-        out, self._outgoing = self._outgoing, None
+        out, self._outgoing = self._outgoing, None  # the scheduled call finds it empty
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 

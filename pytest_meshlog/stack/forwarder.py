@@ -90,7 +90,7 @@ class LogForwardActor:
         if not wire.is_log(body):
             return False
         if self.stream_to_client and self.client is not None:
-            self.client.send_frame(body)
+            self.client.send_frame(body, defer=True)
         return True
 
     def _on_channel_message(self, conn: FrameConnection, msg: list[Any]) -> None:

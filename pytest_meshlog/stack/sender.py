@@ -51,7 +51,7 @@ class LocalLogSender:
 
     def send(self, lines: list[bytes]) -> bool:
         msg = (wire.LOG, self.hostname, self.proc_id, self.target, len(lines), b"\n".join(lines))
-        if self.conn is not None and self.conn.send(msg):
+        if self.conn is not None and self.conn.send(msg, defer=True):
             return True
         if not self.skipped_lines:
             self.journal(
