@@ -7,15 +7,16 @@ harness can flush, stop and read evidence from. Other backends arrive through th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fake_procs import Script
 
 from .markers import MeshOptions
-from .stack import ChildSpec, LoggingMeshClient, StackConfig
+from .stack import BarrierOutcome, ChildSpec, ExitInfo, LoggingMeshClient, StackConfig, StopOutcome
 from .stack.client import Sink
 
 VARIANT_ENV = "MESHLOG_STACK_VARIANT"
@@ -36,14 +37,52 @@ class MeshPlan:
     client_delay: float = 0.0  # the slow_client fault: seconds the client spends per batch
 
 
+class FileGate(Protocol):
+    def file_log_gate(self) -> str | None:
+        """Why per-proc files are off, or None when the stack writes them."""
+        ...
+
+
+class MeshClient(Protocol):
+    """What the harness and the evidence use of a running mesh (`LoggingMeshClient` for
+    the reference stack). A backend that cannot observe the journal returns none and says
+    so with `has_journal = False` (read with getattr: the reference client predates it)."""
+
+    @property
+    def workdir(self) -> Path: ...
+    @property
+    def record_dir(self) -> str | os.PathLike[str]: ...
+    @property
+    def config(self) -> FileGate: ...
+    @property
+    def exits(self) -> Mapping[int, ExitInfo]: ...
+    @property
+    def delivered(self) -> Mapping[tuple[int, str], Sequence[bytes]]: ...
+    def read_journal(self) -> list[dict[str, Any]]: ...
+    def flush(self, timeout: float = ...) -> BarrierOutcome: ...
+    def wait_children(self, timeout: float) -> dict[int, ExitInfo]: ...
+    def kill(self, rank: int, sig: int = ..., reason: str = ...) -> object: ...
+    def inject(self, rank: int, what: str, *args: Any) -> None: ...
+    def stop(self, timeout: float = ...) -> StopOutcome: ...
+    def close(self) -> None: ...
+
+
 class StackBackend(Protocol):
-    """What `pytest_meshlog_make_stack` returns."""
+    """What `pytest_meshlog_make_stack` returns. A backend may also define
+    `unsupported(feature) -> str | None` (see `not_applicable`)."""
 
     name: str
 
-    def launch(self, plan: MeshPlan) -> LoggingMeshClient:
+    def launch(self, plan: MeshPlan) -> MeshClient:
         """Start the mesh and its children; raise with a clear message on failure."""
         ...
+
+
+def not_applicable(backend: StackBackend, feature: str) -> str | None:
+    """Why `feature` cannot run on this backend, or None. Features: `journal`,
+    `fault:<kind>`, `env:<name>`, `hosts>1`."""
+    check = getattr(backend, "unsupported", None)
+    return None if check is None else check(feature)
 
 
 class ReferenceBackend:

@@ -151,6 +151,7 @@ def test_hanging_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) 
 
 def test_silent_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A child that writes nothing still gets exactly one Flush(None) per stream at EOF."""
+    meshlog.require("journal", "Flush(None) at EOF is seen only in the journal")
     mesh = meshlog.spawn([fake_procs.silent() for _ in range(procs)])
     mesh.wait_scripts()
     report = mesh.stop()
@@ -218,6 +219,7 @@ def test_stream_to_client_off(meshlog: MeshHarness, fake_procs: FakeProcs, procs
 
 def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A barrier started while one is open answers the first caller (superseded)."""
+    meshlog.require("journal", "the test waits for barrier_started events in the journal")
     mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
     mesh.kill(0, signal.SIGSTOP)  # rank 0 cannot ack while stopped
     results: dict[int, BarrierResult] = {}

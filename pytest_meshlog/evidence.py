@@ -15,8 +15,9 @@ from typing import Any
 
 from fake_procs import Script, emitted, expected_lines, final_partial, find_tag, progress_path
 
+from .backend import MeshClient
 from .report import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
-from .stack import ExitInfo, LoggingMeshClient
+from .stack import ExitInfo
 from .stack.client import BarrierOutcome
 
 STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
@@ -128,7 +129,7 @@ def console_bytes(journal: Sequence[dict[str, Any]]) -> dict[tuple[int, Stream],
 
 
 def gather(
-    client: LoggingMeshClient,
+    client: MeshClient,
     scripts: Sequence[Script],
     *,
     seed: int | None,
@@ -165,6 +166,7 @@ def gather(
             )
     in_files = file_lines_by_rank(files, expected, prefix_with_rank) if gate is None else None
     rank_evidence = []
+    delivered = client.delivered  # once: a backend may compute it from its output files
     for rank in range(len(scripts)):
         exit_info = client.exits.get(rank)
         streams = []
@@ -180,7 +182,7 @@ def gather(
                     )
                     is not None,
                     emitted_bytes=len(data),
-                    delivered=tuple(client.delivered.get((rank, stream), ())),
+                    delivered=tuple(delivered.get((rank, stream), ())),
                     file_lines=None
                     if in_files is None
                     else tuple(in_files.get((rank, stream), ())),
@@ -207,6 +209,7 @@ def gather(
         files=tuple(files),
         files_gate_reason=gate,
         stop_problems=tuple(stop_problems),
+        journal_expected=bool(getattr(client, "has_journal", True)),
     )
 
 

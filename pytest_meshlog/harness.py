@@ -13,14 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fake_procs import Script, progress_path
 
 from . import evidence as ev
-from .backend import MeshPlan, StackBackend
+from .backend import MeshClient, MeshPlan, StackBackend, not_applicable
 from .markers import Expectation, Fault, MeshOptions
 from .oracle import evaluate
 from .report import BarrierResult, TeardownReport
-from .stack import ExitInfo, LoggingMeshClient, MeshError, StopOutcome
+from .stack import ExitInfo, MeshError, StopOutcome
 from .stack.client import BarrierOutcome
 
 _UNSET: Any = object()
@@ -50,7 +52,7 @@ class Mesh:
 
     def __init__(
         self,
-        client: LoggingMeshClient,
+        client: MeshClient,
         scripts: tuple[Script, ...],
         *,
         options: MeshOptions,
@@ -206,6 +208,13 @@ class MeshHarness:
         self._reported: list[Mesh] = []
         self._failed: list[Mesh] = []
 
+    def require(self, feature: str, why: str) -> None:
+        """Skip the test, saying why, when this backend cannot provide `feature`
+        (see `backend.not_applicable`): the scenario is not applicable there."""
+        reason = not_applicable(self.backend, feature)
+        if reason is not None:
+            pytest.skip(f"not applicable on stack {self.backend.name}: {why}; {reason}")
+
     def spawn(
         self,
         scripts: Script | Sequence[Script],
@@ -240,6 +249,11 @@ class MeshHarness:
         options = MeshOptions.from_marker(
             {**_as_kwargs(self.options), **changes, "procs": len(scripts)}
         )
+        for fault in self.faults:
+            self.require(f"fault:{fault.kind}", f"the test injects the {fault.kind} fault")
+        self.require(f"env:{options.env}", f"the mesh runs in the {options.env} environment")
+        if options.hosts > 1:
+            self.require("hosts>1", f"the mesh has {options.hosts} hosts")
         scripts = self._apply_script_faults(scripts)
         workdir = self.tmp_path / f"meshlog-{len(self.meshes)}"
         workdir.mkdir(parents=True, exist_ok=True)

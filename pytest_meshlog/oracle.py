@@ -55,7 +55,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
     streams: list[StreamReport] = []
     matches: dict[tuple[int, Stream, Where], StreamMatch] = {}
     failed_files = {e.get("stream") for e in journal if e.get("ev") == "file_write_error"}
-    if not facts.has_host_events:
+    if not facts.has_host_events and evidence.journal_expected:
         findings.append(
             Finding(
                 "journal",

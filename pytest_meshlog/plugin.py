@@ -46,6 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     settings = Settings.from_config(config)
     config.stash[SETTINGS] = settings
+    from .monarch import plugin as monarch_plugin  # answers `monarch`; imports no Monarch
+
+    if not config.pluginmanager.is_registered(monarch_plugin):
+        config.pluginmanager.register(monarch_plugin, "meshlog-monarch")
     if settings.stack != "reference":
         make_backend(config, settings.stack)  # an unknown name is a usage error, up front
     session = MeshlogSession(config, settings)
@@ -237,5 +241,8 @@ def pytest_runtest_makereport(
                         for s, lines in streams.items()
                     )
                     report.sections.append((f"{title}: StreamFwder peek tails", tails))
+                notes = getattr(mesh._client, "notes", None)  # what a backend could not judge
+                if notes:
+                    report.sections.append((f"{title}: {mesh.stack} notes", "\n".join(notes)))
                 report.sections.append((f"{title}: client stderr (tail)", mesh.output.tail(1)))
     return report

@@ -96,6 +96,7 @@ class MeshEvidence:
     files: tuple[str, ...] = ()
     files_gate_reason: str | None = None
     stop_problems: tuple[str, ...] = ()  # what the stack's own stop() saw go wrong
+    journal_expected: bool = True  # False: the backend keeps no journal (rules not checkable)
 
 
 # --------------------------------------------------------------------------- findings
