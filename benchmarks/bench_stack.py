@@ -158,7 +158,18 @@ def _first_lines(children: int, spare_host: bool) -> float:
 
 def memory_in_flight(lines: int, batch_delay: float) -> float:
     """Peak growth of the driver's RSS (MiB) while `lines` lines flow to a client that
-    spends `batch_delay` s per batch; every line must arrive (backpressure, no loss)."""
+    spends `batch_delay` s per batch; every line must arrive (backpressure, no loss).
+    Measured in a fresh process: memory freed by an earlier run would hide the growth."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--memory-run", str(lines), str(batch_delay)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"the memory run failed:\n{proc.stderr[-3000:]}")
+    return float(proc.stdout.split()[-1])
+
+
+def _memory_run(lines: int, batch_delay: float) -> float:
     me = psutil.Process()
     peak = [me.memory_info().rss]
     stop = threading.Event()
@@ -255,6 +266,9 @@ def monarch_figures(names: list[str], repeat: int) -> dict[str, float]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--memory-run"]:  # memory_in_flight's fresh process
+        print(_memory_run(int(sys.argv[2]), float(sys.argv[3])))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 runs per figure, not 5")
     parser.add_argument("--only", nargs="*", default=None, help="substrings of figure names")

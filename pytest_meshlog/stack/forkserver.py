@@ -3,7 +3,8 @@
 A fresh interpreter per child costs ~100 ms of imports (asyncio alone is most of it);
 32 children on 2 cores take seconds. A child whose command line is
 `<this python> -m <module> args...` is instead forked from the host, which has those
-imports done, and runs the module with `runpy` in the forked process. It gets exactly
+imports done and the module's code compiled, and runs it as `__main__` in the forked
+process (as `python -m` would). It gets exactly
 what an exec'd child would: its own pipes on fds 1 and 2, /dev/null on fd 0, its own
 environment and argv, no other inherited descriptor, and death with the host.
 
@@ -14,15 +15,20 @@ child would share its data file): such children are exec'd as usual.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import gc
 import importlib
+import importlib.util
 import os
 import runpy
 import signal
 import sys
 import traceback
+import types
 from collections.abc import Mapping, Sequence
+from importlib.machinery import ModuleSpec
+from types import CodeType
 
 from .procs import set_parent_death_signal
 
@@ -43,14 +49,51 @@ def forkable_module(argv: Sequence[str]) -> str | None:
     return argv[2]
 
 
+_MAIN: dict[str, tuple[CodeType, ModuleSpec]] = {}
+"""module -> the compiled code `-m module` runs, and its spec (compiled once per host)."""
+
+
 def warm_up(module: str) -> None:
-    """Import what every child needs once, in the host, before the first fork (for a
-    package, what `-m` runs: its `__main__`, whose own imports then cost no child)."""
+    """Import what every child needs once, in the host, before the first fork, and
+    compile what `-m module` runs (for a package, its `__main__`, whose imports then cost
+    no child either; with PYTHONDONTWRITEBYTECODE each child compiled it anew)."""
     importlib.import_module("pytest_meshlog.stack.child")
     with contextlib.suppress(ImportError):  # the child will report it, as an exec'd one would
-        mod = importlib.import_module(module)
-        if hasattr(mod, "__path__"):
-            importlib.import_module(f"{module}.__main__")
+        importlib.import_module(module)
+        main = _main_code(module)
+        if main is not None:
+            _MAIN[module] = main
+            if main[1].name != module:
+                importlib.import_module(main[1].name)
+
+
+def _main_code(module: str) -> tuple[CodeType, ModuleSpec] | None:
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.submodule_search_locations is not None:
+        spec = importlib.util.find_spec(f"{module}.__main__")
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "get_code"):
+        return None
+    code = spec.loader.get_code(spec.name)
+    return None if code is None else (code, spec)
+
+
+def _run_as_main(module: str, args: Sequence[str]) -> None:
+    """What `python -m module args` does, with the code compiled in the host; falls back
+    to runpy for a module the host did not warm."""
+    main = _MAIN.get(module)
+    if main is None:
+        sys.argv = [module, *args]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return
+    code, spec = main
+    namespace = types.ModuleType("__main__")
+    namespace.__dict__.update(
+        __file__=spec.origin, __loader__=spec.loader, __package__=spec.parent,
+        __spec__=spec, __cached__=None, __builtins__=builtins,
+    )  # fmt: skip
+    sys.modules["__main__"] = namespace
+    sys.argv = [spec.origin or module, *args]
+    exec(code, namespace.__dict__)
 
 
 class ForkedChild:
@@ -120,9 +163,8 @@ def _run_child(
         asyncio.events._set_running_loop(None)  # the host's loop is not this process's
         os.environ.clear()
         os.environ.update(env)
-        sys.argv = [module, *args]
         sys.modules.pop(f"{module}.__main__", None)  # warmed as a module; runs as __main__
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        _run_as_main(module, args)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
