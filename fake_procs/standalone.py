@@ -45,10 +45,10 @@ class StandaloneRuntime:
             else:
                 self.ack()
 
-    def ack(self) -> None:
-        """Ack one barrier (what the forwarder's ack does in a mesh)."""
+    def ack(self, version: int | None = None) -> None:
+        """Ack barrier `version`, or the next one (what the forwarder's ack does in a mesh)."""
         with self._cond:
-            self._acked += 1
+            self._acked = self._acked + 1 if version is None else max(self._acked, version)
             self._cond.notify_all()
 
     def wait_barrier(self, timeout: float) -> int | None:

@@ -136,6 +136,8 @@ def opened_up(sockdir: str, sockets: list[str]) -> Iterator[None]:
 
 def assert_delivered_everything(m: LoggingMeshClient) -> None:
     """rank 0 ran `hang`, rank 1 ran `lines 3`: exactly those lines, nothing injected."""
+    for stream in ("stdout", "stderr"):  # rank 1 ends by itself: a stop must not pre-empt it
+        wait_delivered(m, 1, stream, 4)
     outcome = m.stop(20)
     assert outcome.problems == []
     assert outcome.barrier.completed

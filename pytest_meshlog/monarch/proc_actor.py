@@ -12,41 +12,18 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 from monarch.actor import Actor, current_rank, endpoint
 
 from fake_procs.executor import execute
+from fake_procs.standalone import StandaloneRuntime
 
 
-class ProcRuntime:
-    """What `fake_procs.executor.execute` needs (fake_procs.runtime.Runtime); barrier acks
-    come from the helper after Monarch's own flush completed."""
-
-    def __init__(self, rank: int, record_dir: str) -> None:
-        self.rank = rank
-        self.record_dir: str | None = record_dir
-        self.output_lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._acked = 0
-        self._cond = threading.Condition()
-
-    def ack(self, version: int) -> None:
-        with self._cond:
-            self._acked = max(self._acked, version)
-            self._cond.notify_all()
-
-    def wait_barrier(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            start = self._acked
-            while self._acked <= start:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(min(left, 0.05))
-            return self._acked
+class ProcRuntime(StandaloneRuntime):
+    """What `fake_procs.executor.execute` needs (fake_procs.runtime.Runtime): the
+    stand-in runtime, with no signals installed; barrier acks come from the helper after
+    Monarch's own flush completed."""
 
 
 class ScriptActor(Actor):  # type: ignore[misc]  # Monarch ships no type information
