@@ -156,6 +156,8 @@ def test_file_appender_gate_and_contents(
         log_dir=str(log_dir),
     ) as m:
         wait_delivered(m, 1, "stdout", 1)
+        # rank 0 ends by itself; a stop before its first write would pre-empt it
+        wait_delivered(m, 0, "stdout", len(expected_lines(0, 4)["stdout"]))
         outcome = m.stop(20)
         if not files_expected:
             assert outcome.files == []
