@@ -25,7 +25,7 @@ from typing import Any
 from .channel import LISTEN_FD_ENV, FrameConnection, listen
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
-from .forkserver import ForkedChild, fork_module, forkable_module, warm_up
+from .forkserver import ForkedChild, StartGate, fork_module, forkable_module, warm_up
 from .journal import Journal
 from .procs import set_parent_death_signal
 from .sender import LocalLogSender
@@ -82,12 +82,16 @@ class BootstrapProcManager:
 
     async def spawn(self, specs: list[dict[str, Any]]) -> None:
         """Start every child, then wire each stream's sender before its tee reads."""
-        started = [self._start_child(spec) for spec in specs]
+        gate = StartGate()
+        try:
+            started = [self._start_child(spec, gate) for spec in specs]
+        finally:
+            gate.open()
         await asyncio.gather(*(self._wire_child(child) for child in started))
         for child in started:
             self.ctl.send(("spawned", child.rank, child.proc.pid))
 
-    def _start_child(self, spec: dict[str, Any]) -> ChildState:
+    def _start_child(self, spec: dict[str, Any], gate: StartGate | None = None) -> ChildState:
         rank = spec["rank"]
         argv, env = list(spec["argv"]), dict(spec["env"])
         module = forkable_module(argv)
@@ -102,7 +106,7 @@ class BootstrapProcManager:
                 if module not in self._warmed:
                     warm_up(module)
                     self._warmed.add(module)
-                proc, out_r, err_r = fork_module(module, argv[3:], env, keep)
+                proc, out_r, err_r = fork_module(module, argv[3:], env, keep, gate)
                 pipes = {"stdout": out_r, "stderr": err_r}
             else:
                 proc, pipes = _exec_child(argv, env, keep)
