@@ -124,7 +124,8 @@ def spawn_to_first_lines(children: int, warm: bool = True) -> float:
     first); else on a host interpreter started for it."""
     if warm and not spare.reserved()[0]:
         _first_lines(1, spare_host=True)  # leaves the spare this run takes
-    time.sleep(0.3)  # the spare is warm, as it is after a test's evidence and report
+    if warm and not spare.wait_ready():  # warm, as it is after a test's evidence and report
+        raise TimeoutError("the spare host did not warm up in time")
     return _first_lines(children, spare_host=warm)
 
 

@@ -353,18 +353,10 @@ def _kw(name: str, value: object, default: object) -> str | None:
 
 def _step_call(step: Step) -> str:
     args: list[str | None]
-    if isinstance(step, (Line, Partial)):
-        method = "line" if isinstance(step, Line) else "partial"
+    if isinstance(step, (Line, Partial, Raw)):
+        method = {Line: "line", Partial: "partial", Raw: "raw"}[type(step)]
         args = [
-            _literal(step.text),
-            _kw("stream", step.stream, "stdout"),
-            _kw("mode", step.mode, "fd"),
-            _kw("tag", step.tag, False),
-        ]
-    elif isinstance(step, Raw):
-        method = "raw"
-        args = [
-            _literal(step.data),
+            _literal(step.data if isinstance(step, Raw) else step.text),
             _kw("stream", step.stream, "stdout"),
             _kw("mode", step.mode, "fd"),
             _kw("tag", step.tag, False),

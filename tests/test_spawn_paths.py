@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_without_opting_in_no_host_is_left_behind(tmp_path: Path) -> None:
 
 
 def test_a_dropped_spare_exits_without_a_mesh() -> None:
-    spare.start(__import__("sys").executable, os.environ)
+    spare.start(sys.executable, os.environ)
     (pid,) = spare.reserved()[0]
     proc = psutil.Process(pid)
     assert spare.discard() == 0, "it read EOF instead of a mesh and left by itself"

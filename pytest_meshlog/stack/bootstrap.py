@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import spare
 from .channel import LISTEN_FD_ENV, FrameConnection, listen
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.spare:
         for module in args.warm:
             warm_up(module)
+        with contextlib.suppress(OSError):  # a driver that dropped us: EOF just below
+            os.write(args.ctl_fd, spare.READY)  # warm: read by the driver before its setup
         setup = _wait_for_mesh(args.ctl_fd)
         if setup is None:
             return 0  # dropped before any mesh took it

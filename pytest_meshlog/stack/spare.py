@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from .procs import set_parent_death_signal
 
 HOST_MODULE = "pytest_meshlog.stack.host"
+READY = b"R"
+"""The one byte a spare writes on its control socket once it has warmed up."""
+READY_TIMEOUT_S = 15.0
 _STARTUP_PREFIXES = ("PYTHON", "COVERAGE", "LD_")
 _LEN = struct.Struct(">I")
 
@@ -45,9 +48,22 @@ class Spare:
     python: str
     startup: dict[str, str]
 
+    ready: bool = False
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> bool:
+        """Wait (bounded) until the spare has warmed up; False if it did not in time."""
+        if not self.ready:
+            self.sock.settimeout(timeout)
+            try:
+                self.ready = self.sock.recv(1) == READY
+            except OSError:  # timeout, or the spare is gone
+                return False
+        return self.ready
+
     def hand_over(self, setup: Mapping[str, object], console: tuple[int, int]) -> None:
         """Give the spare its mesh: `setup` (host index, journal dir, environment) and the
         two console files, which become its stdout and stderr."""
+        assert self.ready, "take() hands out only a spare that said it is ready"
         payload = json.dumps(setup).encode()
         self.sock.setblocking(True)
         socket.send_fds(self.sock, [_LEN.pack(len(payload))], list(console))
@@ -87,16 +103,26 @@ def start(python: str, env: Mapping[str, str], warm: Iterable[str] = ()) -> None
 
 
 def take(python: str, env: Mapping[str, str]) -> Spare | None:
-    """The spare, if it suits a host with this interpreter and environment (else None)."""
+    """The spare, once warm, if it suits a host with this interpreter and environment
+    (else None, and a host is started the usual way)."""
     global _spare
     with _lock:
         spare, _spare = _spare, None
     if spare is None:
         return None
-    if spare.python != python or spare.startup != startup_env(env) or spare.proc.poll() is not None:
+    suits = spare.python == python and spare.startup == startup_env(env)
+    # wait_ready reads the ready byte: from then on the control socket carries only frames
+    if not suits or spare.proc.poll() is not None or not spare.wait_ready():
         _drop(spare)
         return None
     return spare
+
+
+def wait_ready(timeout: float = READY_TIMEOUT_S) -> bool:
+    """Wait (bounded) until the waiting spare, if any, has warmed up."""
+    with _lock:
+        spare = _spare
+    return spare is not None and spare.wait_ready(timeout)
 
 
 def reserved() -> tuple[set[int], set[int]]:
