@@ -88,8 +88,9 @@ def not_applicable(backend: StackBackend, feature: str) -> str | None:
 class ReferenceBackend:
     """The stack in `pytest_meshlog.stack`, optionally with a broken variant applied."""
 
-    def __init__(self, variant: str | None = None) -> None:
+    def __init__(self, variant: str | None = None, *, spare_host: bool = False) -> None:
         self.variant = variant
+        self.spare_host = spare_host  # opt-in (--meshlog-spare-host): a warm host outlives tests
         self.name = "reference" if variant is None else f"reference+{variant}"
 
     def launch(self, plan: MeshPlan) -> LoggingMeshClient:
@@ -121,7 +122,7 @@ class ReferenceBackend:
             sink=plan.sink,
             extra_env=env,
             consume_delay=plan.client_delay,
-            spare_host=True,  # one warm host waits between meshes (stack.spare)
+            spare_host=self.spare_host,
         )
         try:
             if self.variant is not None:

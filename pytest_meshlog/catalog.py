@@ -23,7 +23,7 @@ from .report import BarrierResult
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from .plugin import SETTINGS
+    from .settings import SETTINGS
 
     settings = metafunc.config.stash[SETTINGS]
     if "procs" in metafunc.fixturenames:

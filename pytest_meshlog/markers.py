@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,18 +186,43 @@ class TestMarks:
     options: MeshOptions
     faults: tuple[Fault, ...]
     expect: Expectation
+    marker_args: Mapping[str, Any] = field(default_factory=dict)
+    """What the `meshlog` marker itself set (the rest of `options` are defaults)."""
+
+    def mesh_options(self, knobs: Mapping[str, Any]) -> MeshOptions:
+        """`options` with the session's stack knobs (option, ini or environment) filling
+        in what the marker did not set: the marker wins, then the session, then defaults."""
+        return MeshOptions.from_marker({**knobs, **self.marker_args})
 
 
 def parse_marks(marks: Iterable[pytest.Mark]) -> TestMarks:
     """Parse the (closest-first) marks of a test; raises MarkerError naming the bad value."""
     options: MeshOptions | None = None
+    marker_args: dict[str, Any] = {}
     expect: Expectation | None = None
     faults: list[Fault] = []
     for mark in marks:
         if mark.name == "meshlog" and options is None:
             options = MeshOptions.from_marker(dict(mark.kwargs), tuple(mark.args))
+            marker_args = dict(mark.kwargs)
         elif mark.name == "meshlog_fault":
             faults.append(Fault.from_marker(tuple(mark.args), dict(mark.kwargs)))
         elif mark.name == "meshlog_expect" and expect is None:
             expect = Expectation.from_marker(tuple(mark.args), dict(mark.kwargs))
-    return TestMarks(options or MeshOptions(), tuple(faults), expect or Expectation())
+    return TestMarks(options or MeshOptions(), tuple(faults), expect or Expectation(), marker_args)
+
+
+MARKS = pytest.StashKey[TestMarks]()
+"""Each test's parsed marks, stored while collecting (a bad one is a collection error)."""
+
+
+def marks_of(item: pytest.Item) -> TestMarks:
+    """The test's harness marks, parsed once; a bad one here is a usage error naming it."""
+    marks = item.stash.get(MARKS, None)
+    if marks is None:
+        try:
+            marks = parse_marks(item.iter_markers())
+        except MarkerError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+        item.stash[MARKS] = marks
+    return marks

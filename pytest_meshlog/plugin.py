@@ -21,15 +21,14 @@ from . import hookspecs
 from .backend import ReferenceBackend, StackBackend
 from .harness import Mesh, MeshHarness
 from .leaks import LeakChecker, format_leaks
-from .markers import MARKERS, MarkerError, TestMarks, parse_marks
+from .markers import MARKERS, MARKS, MarkerError, marks_of, parse_marks
 from .report import TeardownReport
+from .selection import Selection, take_catalog_ids
 from .session import MeshlogSession
-from .settings import Settings, add_options
+from .settings import SELECTION, SETTINGS, Settings, add_options
 from .stack import spare
 
-SETTINGS = pytest.StashKey[Settings]()
 SESSION = pytest.StashKey[MeshlogSession]()
-MARKS = pytest.StashKey[TestMarks]()
 HARNESSES = pytest.StashKey[list[MeshHarness]]()
 
 
@@ -41,10 +40,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
+    """Take catalog ids (`meshlog::test_happy_path[procs=1]`) out of the positional
+    arguments before pytest resolves them as paths (see `selection`)."""
+    positionals = list(getattr(early_config.known_args_namespace, "file_or_dir", None) or [])
+    early_config.stash[SELECTION] = take_catalog_ids(
+        args, positionals, early_config.invocation_params.dir
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    settings = Settings.from_config(config)
+    worker = getattr(config, "workerinput", None)
+    if worker is not None and "meshlog_selection" in worker:  # named on the controller
+        selection = Selection.from_dict(worker["meshlog_selection"])
+    else:
+        selection = config.stash.get(SELECTION, Selection())
+    settings = Settings.from_config(config, selection=selection)
     config.stash[SETTINGS] = settings
     from .monarch import plugin as monarch_plugin  # answers `monarch`; imports no Monarch
 
@@ -61,16 +76,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     spare.discard()  # the warm host the last mesh left for a next one that will not come
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Only catalog ids were named: collect nothing from the file system."""
+    settings = config.stash.get(SETTINGS, None)
+    return True if settings is not None and settings.selection.only else None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_meshlog_make_stack(config: pytest.Config, name: str) -> StackBackend | None:
+    spare_host = config.stash[SETTINGS].spare_host
     if name == "reference":
-        return ReferenceBackend()
+        return ReferenceBackend(spare_host=spare_host)
     if name.startswith("reference+"):
         from .selftest.variants import VARIANTS
 
         variant = name.removeprefix("reference+")
-        if variant in VARIANTS:
-            return ReferenceBackend(variant)
+        if variant not in VARIANTS:
+            raise pytest.UsageError(
+                f"--meshlog-stack={name!r}: no broken variant {variant!r} of the reference "
+                f"stack (variants: {', '.join(sorted(VARIANTS))})"
+            )
+        return ReferenceBackend(variant, spare_host=spare_host)
     return None
 
 
@@ -100,17 +126,6 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
             except MarkerError as exc:
                 raise collector.CollectError(f"{item.nodeid}: {exc}") from None
     return result
-
-
-def marks_of(item: pytest.Item) -> TestMarks:
-    marks = item.stash.get(MARKS, None)
-    if marks is None:
-        try:
-            marks = parse_marks(item.iter_markers())
-        except MarkerError as exc:
-            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
-        item.stash[MARKS] = marks
-    return marks
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -186,7 +201,7 @@ def meshlog(
 
     harness = MeshHarness(
         backend=backend,
-        options=marks.options,
+        options=marks.mesh_options(settings.knobs),
         faults=marks.faults,
         expect=marks.expect,
         seed=meshlog_seed,

@@ -27,7 +27,7 @@ shrinking stops at the smallest failure found so far."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from .plugin import SETTINGS
+    from .settings import SETTINGS
 
     count = metafunc.config.stash[SETTINGS].random
     metafunc.parametrize("random_index", range(count), ids=str)
@@ -42,7 +42,7 @@ def _simplest() -> MeshPlan:
 def test_random(meshlog: MeshHarness, random_index: int, request: pytest.FixtureRequest) -> None:
     """A generated mesh (scripts, hosts, env, files, aggregation, batch size) tears down
     clean: nothing lost beyond what the oracle's rules allow, every barrier completes."""
-    from .plugin import SETTINGS
+    from .settings import SETTINGS
 
     session_seed = request.config.stash[SETTINGS].seed
     if session_seed is None:

@@ -11,10 +11,12 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Generator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .selection import CATALOG
 from .summary import ReportEntry, summary_lines
 
 if TYPE_CHECKING:
@@ -23,24 +25,6 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
-
-
-class CatalogModule(pytest.Module):
-    """The built-in scenario catalog, collected from the installed package."""
-
-    def _getobj(self) -> Any:
-        from . import catalog
-
-        return catalog
-
-
-class RandomCatalogModule(pytest.Module):
-    """The generated scenarios of `--meshlog-random N` (pytest_meshlog/random_catalog.py)."""
-
-    def _getobj(self) -> Any:
-        from . import random_catalog
-
-        return random_catalog
 
 
 class MeshlogSession:
@@ -62,8 +46,8 @@ class MeshlogSession:
                 self.caught_dir = worker.get("meshlog_caught_dir")
             else:
                 self.caught_dir = tempfile.mkdtemp(prefix="meshlog-selftest-")
-            if config.pluginmanager.hasplugin("xdist"):
-                config.pluginmanager.register(_XdistHooks(self), "meshlog-xdist")
+        if config.pluginmanager.hasplugin("xdist") and not _is_xdist_worker(config):
+            config.pluginmanager.register(_XdistHooks(self), "meshlog-xdist")
 
     # -- collection -------------------------------------------------------------------------
 
@@ -71,23 +55,34 @@ class MeshlogSession:
     def pytest_collection_modifyitems(
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
+        """Add the catalog's items (`meshlog::test_<scenario>[params]`), or only those
+        named on the command line."""
         if not self.settings.enabled:
             return
         from . import catalog
 
-        modules: list[pytest.Module] = [
-            CatalogModule.from_parent(session, path=Path(catalog.__file__), nodeid="meshlog")
-        ]
+        sources: list[ModuleType] = [catalog]
         if self.settings.random:
             from . import random_catalog
 
-            path = Path(random_catalog.__file__)
-            modules.append(RandomCatalogModule.from_parent(session, path=path, nodeid="meshlog"))
-        for node in (n for m in modules for n in session.genitems(m)):
-            # ids read as meshlog/<scenario>[params], as a user would name them
-            node._nodeid = "meshlog/" + node.name.removeprefix("test_")
-            node.add_marker("meshlog_catalog")
-            items.append(node)
+            sources.append(random_catalog)
+        selection = self.settings.selection
+        added: list[pytest.Item] = []
+        for source in sources:
+            assert source.__file__ is not None
+            module = pytest.Module.from_parent(session, path=Path(source.__file__), nodeid=CATALOG)
+            module.obj = source  # the installed module itself, never a second import of it
+            for node in session.genitems(module):
+                if selection.keeps(node.nodeid):
+                    node.add_marker("meshlog_catalog")
+                    added.append(node)
+        missing = selection.unmatched(n.nodeid for n in added)
+        if missing:
+            raise pytest.UsageError(
+                f"{missing[0]}: no such item in the meshlog catalog "
+                "(list them with: pytest --meshlog -m meshlog_catalog --collect-only -q)"
+            )
+        items.extend(added)
 
     def selftest_active(self, item: pytest.Item) -> bool:
         return self.variant_of(item) is not None
@@ -103,8 +98,7 @@ class MeshlogSession:
     # -- per test ---------------------------------------------------------------------------
 
     def record(self, item: pytest.Item, mesh: Mesh, report: TeardownReport) -> None:
-        from .markers import Expectation
-        from .plugin import marks_of
+        from .markers import Expectation, marks_of
 
         expect: Expectation = marks_of(item).expect
         entry = ReportEntry(
@@ -164,7 +158,7 @@ class MeshlogSession:
             if why is None:
                 problems = [p for e in entries for p in e.problems]
                 why = problems[0].splitlines()[0] if problems else None
-            scenario = item.nodeid.removeprefix("meshlog/").replace(f"-{variant}", "")
+            scenario = item.nodeid.removeprefix(f"{CATALOG}::").replace(f"-{variant}", "")
             report.meshlog_selftest = {  # type: ignore[attr-defined]
                 "variant": variant,
                 "scenario": scenario,
@@ -251,6 +245,7 @@ class _XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["meshlog_caught_dir"] = self.session.caught_dir
+        node.workerinput["meshlog_selection"] = self.session.settings.selection.to_dict()
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:

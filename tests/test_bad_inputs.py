@@ -17,8 +17,8 @@ from pytest_meshlog.stack import ChildSpec, ConfigError, LoggingMeshClient, Stac
 #   bad values of every knob ............ tests/test_config.py (ConfigError names variable and value)
 #   invalid scripts ...................... tests/test_fake_procs_script.py (ScriptError names step, value)
 #   unknown marker arguments ............. tests/test_plugin.py (collection error naming the value)
-#   a disk that fills while writing ...... catalog meshlog/disk_full (files on /dev/full: ENOSPC)
-#   a child faster than the client ....... catalog meshlog/kill_under_backpressure (slow_client)
+#   a disk that fills while writing ...... catalog meshlog::test_disk_full (files on /dev/full: ENOSPC)
+#   a child faster than the client ....... catalog meshlog::test_kill_under_backpressure (slow_client)
 
 
 def _descendants() -> set[int]:

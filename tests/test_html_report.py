@@ -74,7 +74,7 @@ def test_write_html_is_well_formed_and_self_contained(tmp_path: Path) -> None:
     assert "@import" not in page and "url(" not in page
     text = "".join(doc.text)
     assert "pytest-meshlog teardown report" in text
-    assert "0.41 s meshlog/crash_mid_batch[procs=3]" in text  # the summary block
+    assert "0.41 s meshlog::test_crash_mid_batch[procs=3]" in text  # the summary block
 
 
 def test_every_line_and_event_is_escaped() -> None:

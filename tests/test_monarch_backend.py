@@ -130,8 +130,7 @@ def outcomes(junit: Path) -> dict[str, str]:
     """nodeid -> passed | failed | skipped (call or teardown failing makes it failed)."""
     out: dict[str, str] = {}
     for case in ET.parse(junit).iter("testcase"):
-        name = case.attrib["name"]
-        nodeid = "meshlog/" + name.removeprefix("meshlog.")
+        nodeid = f"{case.attrib['classname']}::{case.attrib['name']}"
         tags = {child.tag for child in case}
         verdict = (
             "failed"

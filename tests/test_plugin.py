@@ -99,7 +99,7 @@ def test_inert_without_flag_but_fixtures_work(pytester: pytest.Pytester) -> None
         ["*test_user.py::test_plain PASSED*", "*test_user.py::test_fixtures PASSED*"]
     )
     assert "meshlog teardown summary" not in stdout_text(result)
-    assert "meshlog/" not in stdout_text(result)
+    assert "meshlog::" not in stdout_text(result)
     assert_no_leftovers(pytester)
 
 
@@ -107,7 +107,7 @@ def test_inert_collects_no_catalog(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=FIXTURE_USER)
     result = run_inline(pytester, "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK
-    ids = [line for line in result.outlines if "::" in line or line.startswith("meshlog/")]
+    ids = [line for line in result.outlines if "::" in line or line.startswith("meshlog::")]
     assert ids == ["test_user.py::test_plain", "test_user.py::test_fixtures"]
 
 
@@ -118,25 +118,25 @@ def test_inert_collects_no_catalog(pytester: pytest.Pytester) -> None:
 def test_meshlog_collects_catalog_ids(pytester: pytest.Pytester) -> None:
     result = run_inline(pytester, "--meshlog", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK
-    ids = [line for line in result.outlines if line.startswith("meshlog/")]
+    ids = [line for line in result.outlines if line.startswith("meshlog::")]
     for expected in (
-        "meshlog/happy_path[procs=1]",
-        "meshlog/happy_path[procs=2]",
-        "meshlog/crash_mid_batch[procs=2-sigkill]",
-        "meshlog/crash_mid_batch[procs=1-exit]",
-        "meshlog/interleaved_streams[procs=2]",
-        "meshlog/4k_boundary_multibyte[procs=2-4097]",
+        "meshlog::test_happy_path[procs=1]",
+        "meshlog::test_happy_path[procs=2]",
+        "meshlog::test_crash_mid_batch[procs=2-sigkill]",
+        "meshlog::test_crash_mid_batch[procs=1-exit]",
+        "meshlog::test_interleaved_streams[procs=2]",
+        "meshlog::test_4k_boundary_multibyte[procs=2-4097]",
     ):
         assert expected in ids, ids
     assert len(ids) == len(set(ids)) >= 40
-    assert all(re.fullmatch(r"meshlog/\w+(\[[^\]]+\])?", i) for i in ids), ids
+    assert all(re.fullmatch(r"meshlog::test_\w+(\[[^\]]+\])?", i) for i in ids), ids
     result.stdout.fnmatch_lines([f"{len(ids)} tests collected*"])
 
 
 def test_meshlog_catalog_selection_by_keyword(pytester: pytest.Pytester) -> None:
     result = run_inline(pytester, "--meshlog", "--collect-only", "-q", "-k", "happy_path")
-    ids = [line for line in result.outlines if line.startswith("meshlog/")]
-    assert ids == ["meshlog/happy_path[procs=1]", "meshlog/happy_path[procs=2]"]
+    ids = [line for line in result.outlines if line.startswith("meshlog::")]
+    assert ids == ["meshlog::test_happy_path[procs=1]", "meshlog::test_happy_path[procs=2]"]
 
 
 class _Html(HTMLParser):
@@ -166,8 +166,8 @@ def test_meshlog_runs_catalog_with_summary_and_html_report(pytester: pytest.Pyte
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
-            "*meshlog/happy_path?procs=1? PASSED*",
-            "*meshlog/happy_path?procs=2? PASSED*",
+            "*meshlog::test_happy_path?procs=1? PASSED*",
+            "*meshlog::test_happy_path?procs=2? PASSED*",
             "*= meshlog teardown summary =*",
             "scenarios:*3 (3 passed)*",
             "stack:*reference*",
@@ -187,8 +187,8 @@ def test_meshlog_runs_catalog_with_summary_and_html_report(pytester: pytest.Pyte
     assert "html" in parser.tags and "body" in parser.tags
     text = "".join(parser.text)
     for nodeid in (
-        "meshlog/happy_path[procs=1]",
-        "meshlog/happy_path[procs=2]",
+        "meshlog::test_happy_path[procs=1]",
+        "meshlog::test_happy_path[procs=2]",
         "test_user.py::test_mine",
     ):
         assert nodeid in text, nodeid
@@ -581,21 +581,21 @@ def test_ini_options_set_procs_and_seed(pytester: pytest.Pytester) -> None:
 
     # the catalog is parametrised over 1 and the default count
     collected = run_inline(pytester, "--meshlog", "--collect-only", "-q", "-k", "happy_path")
-    ids = [line for line in collected.outlines if line.startswith("meshlog/")]
-    assert ids == ["meshlog/happy_path[procs=1]", "meshlog/happy_path[procs=3]"]
+    ids = [line for line in collected.outlines if line.startswith("meshlog::")]
+    assert ids == ["meshlog::test_happy_path[procs=1]", "meshlog::test_happy_path[procs=3]"]
     # the command line wins over the ini file
     collected = run_inline(
         pytester, "--meshlog", "--meshlog-procs", "4", "--collect-only", "-q", "-k", "happy_path"
     )
-    ids = [line for line in collected.outlines if line.startswith("meshlog/")]
-    assert ids == ["meshlog/happy_path[procs=1]", "meshlog/happy_path[procs=4]"]
+    ids = [line for line in collected.outlines if line.startswith("meshlog::")]
+    assert ids == ["meshlog::test_happy_path[procs=1]", "meshlog::test_happy_path[procs=4]"]
 
 
 def test_ini_meshlog_enables_the_catalog(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nmeshlog = true\n")
     result = run_inline(pytester, "--collect-only", "-q", "-k", "happy_path")
-    ids = [line for line in result.outlines if line.startswith("meshlog/")]
-    assert ids == ["meshlog/happy_path[procs=1]", "meshlog/happy_path[procs=2]"]
+    ids = [line for line in result.outlines if line.startswith("meshlog::")]
+    assert ids == ["meshlog::test_happy_path[procs=1]", "meshlog::test_happy_path[procs=2]"]
 
 
 @pytest.mark.parametrize(
@@ -626,7 +626,7 @@ def test_bad_boolean_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> No
 def test_bad_command_line_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = run_inline(pytester, "--meshlog-procs", "abc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--meshlog-procs*invalid int value*'abc'*"])
+    result.stderr.fnmatch_lines(["*--meshlog-procs='abc' is not an integer*"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -710,8 +710,8 @@ def test_hooks_scripts_stack_and_reports(pytester: pytest.Pytester) -> None:
     for r in reports:
         by_test.setdefault(str(r["nodeid"]), []).append(r)
     assert sorted(by_test) == [
-        "meshlog/happy_path[procs=1]",
-        "meshlog/happy_path[procs=2]",
+        "meshlog::test_happy_path[procs=1]",
+        "meshlog::test_happy_path[procs=2]",
         "test_hooks.py::test_my_script",
         "test_hooks.py::test_pair_of_meshes",
     ]

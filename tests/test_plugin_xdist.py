@@ -60,10 +60,10 @@ def test_catalog_under_xdist_summary_once_on_controller(pytester: pytest.Pyteste
     parser.close()
     page = "".join(parser.text)
     for nodeid in (
-        "meshlog/happy_path[procs=1]",
-        "meshlog/happy_path[procs=2]",
-        "meshlog/interleaved_streams[procs=1]",
-        "meshlog/interleaved_streams[procs=2]",
+        "meshlog::test_happy_path[procs=1]",
+        "meshlog::test_happy_path[procs=2]",
+        "meshlog::test_interleaved_streams[procs=1]",
+        "meshlog::test_interleaved_streams[procs=2]",
     ):
         assert nodeid in page, nodeid
     assert_no_leftovers(pytester)

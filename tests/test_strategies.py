@@ -141,7 +141,7 @@ def test_meshlog_random_items(pytester: pytest.Pytester) -> None:
                      "--meshlog-random", "5", "-v")  # fmt: skip
     result.assert_outcomes(passed=5)
     for i in range(5):
-        result.stdout.fnmatch_lines([f"*meshlog/random[[]{i}[]] PASSED*"])
+        result.stdout.fnmatch_lines([f"*meshlog::test_random[[]{i}[]] PASSED*"])
 
 
 def test_meshlog_random_must_not_be_negative(pytester: pytest.Pytester) -> None:

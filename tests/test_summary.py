@@ -47,10 +47,18 @@ def clean_report(n: int = 1_500, latency: float = 0.04) -> TeardownReport:
 def entries() -> list[ReportEntry]:
     return [
         ReportEntry(
-            "meshlog/crash_mid_batch[procs=3]", "failed", "reference", 4242, 3, 0.41, lossy_report()
+            "meshlog::test_crash_mid_batch[procs=3]",
+            "failed",
+            "reference",
+            4242,
+            3,
+            0.41,
+            lossy_report(),
         ),
-        ReportEntry("meshlog/flood[procs=2]", "passed", "reference", 4242, 2, 0.12, clean_report()),
-        ReportEntry("meshlog/silent[procs=2]", "skipped", "reference", None, 2, 0.0),
+        ReportEntry(
+            "meshlog::test_flood[procs=2]", "passed", "reference", 4242, 2, 0.12, clean_report()
+        ),
+        ReportEntry("meshlog::test_silent[procs=2]", "skipped", "reference", None, 2, 0.0),
     ]
 
 
@@ -121,8 +129,8 @@ def test_summary_lines_count_and_align() -> None:
     assert got["barriers"] == "3 (2 completed, 1 timeout)"
     assert got["barrier latency"] == "median 25.0 ms, max 40.0 ms"
     assert got["teardown"] == "median 0.12 s"
-    assert got["slowest teardown"] == "0.41 s meshlog/crash_mid_batch[procs=3]"
-    assert got["unexplained losses in"] == "meshlog/crash_mid_batch[procs=3] (1)"
+    assert got["slowest teardown"] == "0.41 s meshlog::test_crash_mid_batch[procs=3]"
+    assert got["unexplained losses in"] == "meshlog::test_crash_mid_batch[procs=3] (1)"
     assert "lines in files" not in got
 
 
