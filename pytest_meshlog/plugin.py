@@ -188,6 +188,8 @@ def meshlog(
     """Spawns meshes of fake children; stops, verifies and cleans them up at teardown."""
     config = request.config
     settings = config.stash[SETTINGS]
+    if settings.knob_error is not None:
+        raise pytest.UsageError(settings.knob_error)
     item = request.node
     marks = marks_of(item)
     backend = make_backend(config, meshlog_stack)

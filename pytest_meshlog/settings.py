@@ -142,6 +142,9 @@ class Settings:
     """Stack knobs set by option, ini or environment, as `meshlog` marker arguments
     (`read_log_buffer`, `prefix_with_rank`, `force_file_log`); a marker overrides them."""
     selection: Selection = field(default_factory=Selection)
+    knob_error: str | None = None
+    """A bad stack knob in the environment: a usage error under --meshlog, else raised by
+    the `meshlog` fixture (a project that never uses the harness is not disturbed by it)."""
 
     @classmethod
     def from_config(
@@ -154,13 +157,14 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         knobs: dict[str, Any] = {}
+        env_errors: list[str] = []
         for opt in OPTIONS:
             value = _read(config, opt)
             if value is None and opt.env is not None and opt.env in environ:
                 try:
                     value = opt.parse(opt.env, environ[opt.env])
                 except ConfigError as exc:
-                    raise pytest.UsageError(f"environment variable {exc}") from None
+                    env_errors.append(f"environment variable {exc}")
             if opt.env is not None:
                 if value is not None:
                     knobs[opt.field] = value
@@ -169,11 +173,18 @@ class Settings:
         values["leak_check"] = not config.getoption("meshlog_no_leak_check") and _ini_value(
             config, "meshlog_leak_check", _bool, True
         )
-        settings = cls(**values, knobs=knobs, selection=selection or Selection())
+        settings = cls(
+            **values,
+            knobs=knobs,
+            selection=selection or Selection(),
+            knob_error=env_errors[0] if env_errors else None,
+        )
         settings._check()
         return settings
 
     def _check(self) -> None:
+        if self.knob_error is not None and self.enabled:
+            raise pytest.UsageError(self.knob_error)
         if self.procs < 1:
             raise pytest.UsageError(f"--meshlog-procs={self.procs} must be at least 1")
         if self.timeout <= 0:
