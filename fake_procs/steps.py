@@ -26,18 +26,26 @@ MAX_LINE_BYTES_ARG = 16 * 1024 * 1024
 """Upper bound for `line_bytes`: a typo like 10**9 should fail at build time, not OOM."""
 
 
+Problem: TypeAlias = tuple[str, object, str]
+"""(field, value, what is wrong)."""
+
+
 class ScriptError(ValueError):
     """A script that cannot run: names the step (index and kind) and the bad value."""
 
-    def __init__(self, message: str, *, index: int | None = None, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        kind: str | None = None,
+        problem: Problem | None = None,
+    ) -> None:
         where = "script" if index is None else f"step {index} ({kind or '?'})"
         super().__init__(f"{where}: {message}")
         self.index = index
         self.kind = kind
-
-
-Problem: TypeAlias = tuple[str, object, str]
-"""(field, value, what is wrong)."""
+        self.problem = problem  # (field, value, why) when one argument of the step is bad
 
 
 def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> Iterator[Problem]:
@@ -323,4 +331,6 @@ def check_step(index: int, step: object) -> None:
     if not isinstance(step, Step) or type(step) not in STEP_TYPES.values():
         raise ScriptError(f"not a step: {step!r}", index=index)
     for name, value, why in step.problems():
-        raise ScriptError(f"{name}={value!r} {why}", index=index, kind=step.kind)
+        raise ScriptError(
+            f"{name}={value!r} {why}", index=index, kind=step.kind, problem=(name, value, why)
+        )

@@ -30,6 +30,7 @@ def barrier_result(outcome: BarrierOutcome) -> BarrierResult:
         outcome.acked_ranks,
         outcome.missing_ranks,
         outcome.latency_s,
+        dict(outcome.not_waited),
     )
 
 

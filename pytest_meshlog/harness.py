@@ -247,7 +247,7 @@ class MeshHarness:
         if aggregate_window_sec is not _UNSET:
             changes["aggregate_window_sec"] = aggregate_window_sec
         options = MeshOptions.from_marker(
-            {**_as_kwargs(self.options), **changes, "procs": len(scripts)}
+            {**_as_kwargs(self.options), **changes, "procs": len(scripts)}, source="spawn()"
         )
         for fault in self.faults:
             self.require(f"fault:{fault.kind}", f"the test injects the {fault.kind} fault")

@@ -60,43 +60,45 @@ class MeshOptions:
     stream_to_client: bool = True
 
     @classmethod
-    def from_marker(cls, kwargs: dict[str, Any], args: tuple[Any, ...] = ()) -> MeshOptions:
-        _check(not args, f"meshlog marker takes keyword arguments only, got positional {args!r}")
+    def from_marker(
+        cls, kwargs: dict[str, Any], args: tuple[Any, ...] = (), *, source: str = "meshlog marker"
+    ) -> MeshOptions:
+        """Validated options; a bad one is a `MarkerError` naming `source` (the marker, or
+        `spawn()` for its arguments) and the value."""
+        _check(not args, f"{source} takes keyword arguments only, got positional {args!r}")
         known = set(cls.__dataclass_fields__)
         for key in kwargs:
             _check(
                 key in known,
-                f"meshlog marker: unknown argument {key!r} (known: {', '.join(sorted(known))})",
+                f"{source}: unknown argument {key!r} (known: {', '.join(sorted(known))})",
             )
         opts = cls(**kwargs)
         _check(
             opts.procs is None or (_is_int(opts.procs) and opts.procs >= 1),
-            f"meshlog marker: procs={opts.procs!r} must be an int >= 1",
+            f"{source}: procs={opts.procs!r} must be an int >= 1",
         )
         _check(
             _is_int(opts.hosts) and opts.hosts >= 1,
-            f"meshlog marker: hosts={opts.hosts!r} must be an int >= 1",
+            f"{source}: hosts={opts.hosts!r} must be an int >= 1",
         )
-        _check(
-            opts.env in ENVS, f"meshlog marker: env={opts.env!r} is not one of {', '.join(ENVS)}"
-        )
+        _check(opts.env in ENVS, f"{source}: env={opts.env!r} is not one of {', '.join(ENVS)}")
         for flag in ("force_file_log", "prefix_with_rank", "stream_to_client"):
             _check(
                 isinstance(getattr(opts, flag), bool),
-                f"meshlog marker: {flag}={getattr(opts, flag)!r} must be a bool",
+                f"{source}: {flag}={getattr(opts, flag)!r} must be a bool",
             )
         w = opts.aggregate_window_sec
         _check(
             w is None or (isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0),
-            f"meshlog marker: aggregate_window_sec={w!r} must be None or > 0",
+            f"{source}: aggregate_window_sec={w!r} must be None or > 0",
         )
         _check(
             w is None or opts.stream_to_client,
-            f"meshlog marker: aggregate_window_sec={w!r} needs stream_to_client=True",
+            f"{source}: aggregate_window_sec={w!r} needs stream_to_client=True",
         )
         _check(
             _is_int(opts.read_log_buffer) and opts.read_log_buffer >= 1,
-            f"meshlog marker: read_log_buffer={opts.read_log_buffer!r} must be an int >= 1",
+            f"{source}: read_log_buffer={opts.read_log_buffer!r} must be an int >= 1",
         )
         return opts  # fmt: skip
 

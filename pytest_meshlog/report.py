@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from .stack.client import NotWaited
 
 Stream = Literal["stdout", "stderr"]
 Where = Literal["client", "file"]
@@ -46,6 +49,9 @@ class BarrierResult:
     acked_ranks: tuple[int, ...] = ()
     missing_ranks: tuple[int, ...] = ()
     latency_s: float = 0.0
+    not_waited: Mapping[int, NotWaited] = field(default_factory=dict)
+    """Ranks not waited for, and why: `exited` (the child had ended), `finished` (its
+    forwarder had relayed its final lines and said Bye), `disconnected`, `never_connected`."""
 
     @property
     def completed(self) -> bool:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from . import wire
 from .aggregate import Aggregator
@@ -62,6 +62,11 @@ class LineRecord:
             return list(self._lines)
 
 
+NotWaited = Literal["exited", "finished", "disconnected", "never_connected"]
+"""Why a barrier did not wait for a rank: its child had exited; its forwarder had said Bye
+(its final lines were relayed); its forwarder's connection was gone; or it never had one."""
+
+
 @dataclass(frozen=True)
 class BarrierOutcome:
     """How one barrier ended, for its caller."""
@@ -73,6 +78,8 @@ class BarrierOutcome:
     missing_ranks: tuple[int, ...]
     latency_s: float
     lost_ranks: tuple[int, ...] = ()  # expected, but their forwarder died during the barrier
+    not_waited: tuple[tuple[int, NotWaited], ...] = ()
+    """Ranks of the mesh the barrier did not wait for, each with why (set by the mesh)."""
 
     @property
     def completed(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from . import spare
 from .channel import FrameConnection, private_dir
-from .client import BarrierOutcome, LogClientActor, Sink
+from .client import BarrierOutcome, LogClientActor, NotWaited, Sink
 from .config import ConfigError, StackConfig
 from .journal import Event, Journal, read_journal
 from .procs import set_parent_death_signal
@@ -301,13 +302,22 @@ class LoggingMeshClient:
             for r, c in self.client.forwarders.items()
             if c.active and r not in self.client.said_bye and r not in self.exits
         )
+        not_waited = tuple((r, self._why_not_waited(r)) for r in self.ranks if r not in expected)
         barrier = self.client.start_sync_flush(expected)
         self.client.cast_force_sync(barrier)
         try:
-            return await asyncio.wait_for(asyncio.shield(barrier.future), timeout)
+            outcome = await asyncio.wait_for(asyncio.shield(barrier.future), timeout)
         except TimeoutError:
             self.client.expire(barrier)
-            return barrier.future.result()
+            outcome = barrier.future.result()
+        return dataclasses.replace(outcome, not_waited=not_waited)
+
+    def _why_not_waited(self, rank: int) -> NotWaited:
+        if rank in self.exits:
+            return "exited"
+        if rank in self.client.said_bye:
+            return "finished"
+        return "disconnected" if rank in self.client.forwarders else "never_connected"
 
     def kill(
         self, rank: int, sig: int = signal.SIGKILL, reason: str = "killed by the test"
