@@ -294,6 +294,16 @@ def test_slow_disk_at_stop(meshlog: MeshHarness, fake_procs: FakeProcs, procs: i
     mesh.stop().assert_clean()
 
 
+@pytest.mark.meshlog_fault("slow_files", delay=0.003)
+def test_slow_disk_holds_the_flood(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A disk slower than the children: the file writer's queue stays bounded (a full
+    queue holds the tee, and so the child's pipe, as the client path does), and every
+    line still reaches the files and the client."""
+    mesh = meshlog.spawn([fake_procs.flooder(lines=30_000, line_bytes=40)] * procs, env="prod")
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()
+
+
 @pytest.mark.meshlog_fault("close_channel", rank=0)
 def test_channel_closed_early(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A channel that closes under a live child: the bootstrap skips (and counts) what it

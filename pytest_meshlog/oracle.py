@@ -19,6 +19,7 @@ from typing import Any
 
 from .report import (
     RULE_CRASH,
+    RULE_FILE_DEADLINE,
     RULE_FILE_ERROR,
     RULE_STREAMING_OFF,
     Duplicate,
@@ -55,6 +56,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
     streams: list[StreamReport] = []
     matches: dict[tuple[int, Stream, Where], StreamMatch] = {}
     failed_files = {e.get("stream") for e in journal if e.get("ev") == "file_write_error"}
+    too_slow = _timed_out_writers(journal)
     if not facts.has_host_events and evidence.journal_expected:
         findings.append(
             Finding(
@@ -83,7 +85,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
                 rule = (
                     _client_rule(evidence, rank)
                     if where == "client"
-                    else (RULE_FILE_ERROR if s.stream in failed_files else None)
+                    else _file_rule(s, failed_files, too_slow)
                 )
                 lost += _losses(s, m, where, rule)
                 dups += (
@@ -429,18 +431,85 @@ def _file_findings(evidence: MeshEvidence) -> list[Finding]:
     return []
 
 
-def _writer_findings(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
-    """A file appender whose writers had to be cancelled at close missed its stop signal."""
-    return [
-        Finding(
-            "files",
-            "the file appender's writers did not finish by the close deadline: the stop "
-            "signal was missed (lost wake-up?) and lines still queued may be gone",
-            t=float(e["t"]),
-        )
+def _file_rule(s: StreamEvidence, failed: set[Any], too_slow: set[tuple[int, str]]) -> str | None:
+    if s.stream in failed:
+        return RULE_FILE_ERROR
+    if (s.rank, s.stream) in too_slow:
+        return RULE_FILE_DEADLINE
+    return None
+
+
+def _host_ranks(journal: Sequence[Mapping[str, Any]]) -> dict[str, set[int]]:
+    """host journal source ("host0") -> the ranks it spawned."""
+    out: dict[str, set[int]] = {}
+    for e in journal:
+        if e.get("ev") == "child_spawned" and isinstance(e.get("rank"), int):
+            out.setdefault(str(e.get("src")), set()).add(int(e["rank"]))
+    return out
+
+
+def _timed_out_writers(journal: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:
+    """(rank, stream) whose host's file writer for that stream was cancelled at close."""
+    ranks = _host_ranks(journal)
+    return {
+        (rank, str(e.get("stream")))
         for e in journal
-        if e.get("ev") == "file_appender_closed" and e.get("timed_out")
-    ]
+        if e.get("ev") == "file_writer_timed_out"
+        for rank in ranks.get(str(e.get("src")), ())
+    }
+
+
+def _writer_findings(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """A file writer cancelled at the close deadline: named when the host says which one
+    was still writing (a slow disk); otherwise its stop signal was missed. A stream queue
+    above its bound: the writer did not hold the tees (no backpressure)."""
+    out: list[Finding] = []
+    named = {str(e.get("src")) for e in journal if e.get("ev") == "file_writer_timed_out"}
+    for e in journal:
+        ev, src, t = e.get("ev"), str(e.get("src")), float(e["t"])
+        if ev == "file_writer_timed_out":
+            delay = float(e.get("write_delay_s") or 0.0)
+            injected = f"; the test made every batch {delay:g} s slower" if delay else ""
+            out.append(
+                Finding(
+                    "file-close-deadline",
+                    f"{src}'s {e.get('stream')} file writer ({e.get('path')}) was still "
+                    f"writing at the close deadline ({e.get('timeout_s')} s): "
+                    f"{e.get('unwritten_lines')} posted lines were never written after "
+                    f"{e.get('lines_written')}; its slowest batch took "
+                    f"{float(e.get('slowest_batch_s') or 0.0):.3f} s (a slow disk{injected})",
+                    stream=e.get("stream"),
+                    t=t,
+                )
+            )
+        elif ev == "file_appender_closed":
+            if e.get("timed_out") and src not in named:
+                out.append(
+                    Finding(
+                        "files",
+                        "the file appender's writers did not finish by the close deadline: "
+                        "the stop signal was missed (lost wake-up?) and lines still queued "
+                        "may be gone",
+                        t=t,
+                    )
+                )
+            peaks, bounds = e.get("peak_queued_bytes"), e.get("queue_bound_bytes")
+            if isinstance(peaks, Mapping) and isinstance(bounds, Mapping):
+                for stream, peak in sorted(peaks.items()):
+                    bound = bounds.get(stream)
+                    if isinstance(bound, int) and isinstance(peak, int) and peak > bound:
+                        out.append(
+                            Finding(
+                                "file-queue",
+                                f"{src}'s {stream} file queue held {peak} bytes, above its "
+                                f"bound of {bound}: the file writer did not hold the tees "
+                                "(no backpressure), so a slow disk grows the host instead "
+                                "of slowing the children",
+                                stream=stream,
+                                t=t,
+                            )
+                        )
+    return out
 
 
 def _orphaned_barriers(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:

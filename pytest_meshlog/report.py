@@ -27,6 +27,10 @@ RULE_CRASH = "crash-last-batch"
 """A crashed rank may lose a suffix of what it sent to the client (SPEC 1.5)."""
 RULE_STREAMING_OFF = "streaming-off"
 RULE_FILE_ERROR = "file-write-error"  # the host journaled failed writes to that stream's file
+RULE_FILE_DEADLINE = "file-close-deadline"
+"""File lines of a host's stream whose writer was still writing (a slow disk) at the close
+deadline and was cancelled (journal `file_writer_timed_out`). Explained, not excused: the
+timed-out writer is a finding of its own (kind `file-close-deadline`), which fails the test."""
 """With stream_to_client off the client gets nothing by design (SPEC 1.6)."""
 
 _CONTEXT = 3  # lines either side of the first problem line in a diff hunk

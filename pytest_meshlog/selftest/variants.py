@@ -23,6 +23,7 @@ VARIANTS: dict[str, str] = {
     "abort_drops_pipe": "stop aborts the tee at once, dropping bytes still in the pipe",
     "lost_wakeup": "file writers wait for a one-shot stop signal and miss it",
     "file_queue_dropped_on_close": "file writers quit on stop, dropping queued batches",
+    "file_queue_unbounded": "the file queue never holds the tee: a slow disk grows the host",
     "second_barrier_orphans_first": "a new barrier replaces the open one without answering it",
     "barrier_never_ends": "a barrier past its deadline is never answered",
     "no_flush_none_at_eof": "the tee posts no Flush(None) at EOF",
@@ -111,6 +112,15 @@ def _file_queue_dropped_on_close() -> None:
         os.close(fd)
 
     fa.FileAppender._writer = writer  # type: ignore[method-assign]
+
+
+def _file_queue_unbounded() -> None:
+    from pytest_meshlog.stack import file_appender as fa
+
+    def hold(self: fa.FileAppender, stream: str) -> None:
+        self.holds[stream] += 1  # counted, but no tee is ever held: the queue just grows
+
+    fa.FileAppender._hold = hold  # type: ignore[method-assign]
 
 
 def _file_writer_skips_final_flush() -> None:
@@ -244,6 +254,7 @@ _IN_PROCESS: dict[str, tuple[str, Callable[[], None]]] = {
     "abort_drops_pipe": ("host", _abort_drops_pipe),
     "lost_wakeup": ("host", _lost_wakeup),
     "file_queue_dropped_on_close": ("host", _file_queue_dropped_on_close),
+    "file_queue_unbounded": ("host", _file_queue_unbounded),
     "no_flush_none_at_eof": ("host", lambda: _tee_eof(0, True)),
     "flush_none_twice": ("host", lambda: _tee_eof(2, True)),
     "partial_line_dropped": ("host", lambda: _tee_eof(1, False)),

@@ -3,18 +3,31 @@
 Closing is a level-triggered stop (an Event plus an end-of-queue marker behind every
 posted batch), and each writer drains its queue before it exits: a line posted before
 close is a line in the file (SPEC 1.8 and 1.11).
+
+Each stream's queue is bounded: above `QUEUE_HIGH_BYTES` queued the appender *holds*
+the tees that post to that stream (they stop reading their pipes, so a chatty child
+blocks in write(), as on the client path), and lets them go below `QUEUE_LOW_BYTES`.
+A slow disk therefore slows the children instead of growing the host. A writer still
+busy at the close deadline is cancelled and named in the journal
+(`file_writer_timed_out`): the lines it had not written are a slow disk's loss.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
+from collections.abc import Callable
 
 from .journal import Journal
 
 STREAMS = ("stdout", "stderr")
 _END = None
+QUEUE_HIGH_BYTES = 256 * 1024
+"""Queued bytes of one stream above which the tees feeding it are held."""
+QUEUE_LOW_BYTES = QUEUE_HIGH_BYTES // 2
+"""...and at or below which they read again."""
 
 
 class FileAppender:
@@ -31,6 +44,21 @@ class FileAppender:
         self.lines_written = dict.fromkeys(STREAMS, 0)
         self.write_errors = dict.fromkeys(STREAMS, 0)
         self.write_delay = 0.0  # fault injection: a slow disk
+        self.posted_lines = dict.fromkeys(STREAMS, 0)
+        self.queued_bytes = dict.fromkeys(STREAMS, 0)
+        self.peak_queued_bytes = dict.fromkeys(STREAMS, 0)
+        self.holds = dict.fromkeys(STREAMS, 0)
+        """How many times each stream's writer held its tees (a full queue)."""
+        self.overshoot_bytes = dict.fromkeys(STREAMS, 0)
+        """What the tees of a stream may post beyond the high-water mark before they stop
+        (a read in flight and a pipe drained for a barrier or EOF, each); see `bound`."""
+        self.forced_bytes = dict.fromkeys(STREAMS, 0)
+        """Bytes posted while held because a barrier drained a pipe."""
+        self.slowest_batch_s = dict.fromkeys(STREAMS, 0.0)
+        self._held = dict.fromkeys(STREAMS, False)
+        self._listeners: dict[str, list[tuple[Callable[[], None], Callable[[], None]]]] = {
+            s: [] for s in STREAMS
+        }
         self._queues: dict[str, asyncio.Queue[list[bytes] | None]] = {
             s: asyncio.Queue() for s in STREAMS
         }
@@ -49,33 +77,91 @@ class FileAppender:
         os.close(fd)
         self.journal("file_appender_redirected", path=path)
 
-    def post(self, stream: str, lines: list[bytes]) -> None:
-        """Queue a batch for the stream's writer; never blocks the tee."""
+    # -- backpressure -----------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        stream: str,
+        hold: Callable[[], None],
+        release: Callable[[], None],
+        overshoot_bytes: int,
+    ) -> None:
+        """A tee that posts to `stream`: `hold()` when its queue is full, `release()` when
+        it has room again. `overshoot_bytes` is the most it can post after being held."""
+        self._listeners[stream].append((hold, release))
+        self.overshoot_bytes[stream] += overshoot_bytes
+        if self._held[stream]:
+            hold()
+
+    def bound(self, stream: str) -> int:
+        """The most bytes the stream's queue may ever hold while backpressure works."""
+        return QUEUE_HIGH_BYTES + self.overshoot_bytes[stream] + self.forced_bytes[stream]
+
+    def _hold(self, stream: str) -> None:
+        self._held[stream] = True
+        self.holds[stream] += 1
+        for hold, _release in self._listeners[stream]:
+            hold()
+
+    def _release(self, stream: str) -> None:
+        self._held[stream] = False
+        for _hold, release in self._listeners[stream]:
+            release()
+
+    def post(self, stream: str, lines: list[bytes], forced: bool = False) -> None:
+        """Queue a batch for the stream's writer; never blocks the tee (a full queue holds
+        the tee's reading instead). `forced`: read for a barrier, which drains the pipe
+        even while held; such bytes raise the stream's bound by their size."""
         if self.stop.is_set():
             self.journal("file_post_after_close", stream=stream, lines=len(lines))
             return
         self._queues[stream].put_nowait(lines)
+        self.posted_lines[stream] += len(lines)
+        size = _size(lines)
+        if forced and self._held[stream]:
+            self.forced_bytes[stream] += size
+        queued = self.queued_bytes[stream] + size
+        self.queued_bytes[stream] = queued
+        if queued > self.peak_queued_bytes[stream]:
+            self.peak_queued_bytes[stream] = queued
+        if queued >= QUEUE_HIGH_BYTES and not self._held[stream]:
+            self._hold(stream)
+
+    # -- writing ----------------------------------------------------------------------------
 
     async def _writer(self, stream: str) -> None:
         queue, fd = self._queues[stream], self._fds[stream]
-        while True:
-            batch = await queue.get()
-            if batch is _END:
-                break
-            if self.write_delay:
-                await asyncio.sleep(self.write_delay)
-            data = b"\n".join(batch) + b"\n"
-            try:
-                while data:
-                    data = data[os.write(fd, data) :]
-                self.lines_written[stream] += len(batch)
-            except OSError as exc:
-                self.write_errors[stream] += len(batch)
-                self.journal("file_write_error", stream=stream, lines=len(batch), error=str(exc))
-        os.close(fd)
+        try:
+            while True:
+                batch = await queue.get()
+                if batch is _END:
+                    break
+                started = time.monotonic()
+                if self.write_delay:
+                    await asyncio.sleep(self.write_delay)
+                data = b"\n".join(batch) + b"\n"
+                size = len(data)
+                try:
+                    while data:
+                        data = data[os.write(fd, data) :]
+                    self.lines_written[stream] += len(batch)
+                except OSError as exc:
+                    self.write_errors[stream] += len(batch)
+                    self.journal(
+                        "file_write_error", stream=stream, lines=len(batch), error=str(exc)
+                    )
+                took = time.monotonic() - started
+                if took > self.slowest_batch_s[stream]:
+                    self.slowest_batch_s[stream] = took
+                self.queued_bytes[stream] -= size
+                if self._held[stream] and self.queued_bytes[stream] <= QUEUE_LOW_BYTES:
+                    self._release(stream)
+        finally:
+            os.close(fd)
 
     async def close(self, timeout: float) -> None:
-        """Stop the writers after everything already posted is written."""
+        """Stop the writers after everything already posted is written; a writer still
+        writing at the deadline is cancelled and named (`file_writer_timed_out`)."""
         self.stop.set()  # level-triggered: posts from here on are refused
         for queue, task in zip(self._queues.values(), self._tasks, strict=False):
             if not task.done():  # always wake the writer, whoever set `stop` first
@@ -83,9 +169,38 @@ class FileAppender:
         _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for task in pending:
             task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for stream, task in zip(STREAMS, self._tasks, strict=True):
+            if task in pending:
+                self.journal(
+                    "file_writer_timed_out",
+                    stream=stream,
+                    path=self.paths[stream],
+                    unwritten_lines=self._unwritten(stream),
+                    lines_written=self.lines_written[stream],
+                    timeout_s=round(timeout, 3),
+                    slowest_batch_s=round(self.slowest_batch_s[stream], 6),
+                    write_delay_s=self.write_delay,
+                )
+        for stream in STREAMS:  # nobody writes any more: let every held tee go
+            if self._held[stream]:
+                self._release(stream)
         self.journal(
             "file_appender_closed",
             lines_written=dict(self.lines_written),
             write_errors=dict(self.write_errors),
             timed_out=bool(pending),
+            peak_queued_bytes=dict(self.peak_queued_bytes),
+            queue_bound_bytes={s: self.bound(s) for s in STREAMS},
+            holds=dict(self.holds),
         )
+
+    def _unwritten(self, stream: str) -> int:
+        """Lines posted to `stream` that its cancelled writer never wrote (nor failed to)."""
+        return self.posted_lines[stream] - self.lines_written[stream] - self.write_errors[stream]
+
+
+def _size(lines: list[bytes]) -> int:
+    """Bytes a batch takes in the file (each line plus its newline)."""
+    return sum(map(len, lines)) + len(lines)

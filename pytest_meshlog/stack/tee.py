@@ -27,6 +27,15 @@ if TYPE_CHECKING:
 CHUNK = 65536
 PEEK_LINES = 100
 _READS_PER_WAKEUP = 4
+_F_GETPIPE_SZ = 1032
+
+
+def _pipe_size(fd: int) -> int:
+    """The pipe's capacity (what one drain can read at most); 64 KiB if it cannot be asked."""
+    try:
+        return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+    except OSError:
+        return 65536
 
 
 class StreamFwder:
@@ -62,13 +71,21 @@ class StreamFwder:
         self.error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._reading = False
-        self._paused = False
+        self._holds: set[str] = set()  # who holds the reading: "sender", "files"
+        self._barrier_drain = False  # reading for a barrier, held or not
         os.set_blocking(fd, False)
         if sender is not None:
             sender.on_sync = self.sync
             if sender.conn is not None:
-                sender.conn.on_pause = self._pause
-                sender.conn.on_resume = self._resume
+                sender.conn.on_pause = lambda: self._hold("sender")
+                sender.conn.on_resume = lambda: self._release("sender")
+        if files is not None:
+            files.subscribe(
+                stream,
+                lambda: self._hold("files"),
+                lambda: self._release("files"),
+                overshoot_bytes=(CHUNK + _pipe_size(fd)) * (len(prefix) + 3),
+            )
 
     def start(self) -> None:
         self._set_reading(True)
@@ -88,17 +105,19 @@ class StreamFwder:
             self._loop.remove_reader(self.fd)
         self._reading = on
 
-    def _pause(self) -> None:
-        self._paused = True
+    def _hold(self, who: str) -> None:
+        """Backpressure from `who` (the sender's connection or the file writer): stop
+        reading the pipe, so the child blocks in write() instead of the host buffering."""
+        self._holds.add(who)
         self._set_reading(False)
 
-    def _resume(self) -> None:
-        self._paused = False
-        self._set_reading(not self.stop.is_set())
+    def _release(self, who: str) -> None:
+        self._holds.discard(who)
+        self._set_reading(not self._holds and not self.stop.is_set())
 
     def _on_readable(self) -> None:
         for _ in range(_READS_PER_WAKEUP):
-            if not self._read_once() or self._paused:
+            if not self._read_once() or self._holds:
                 return
 
     def _read_once(self, size: int = CHUNK) -> int:
@@ -155,7 +174,7 @@ class StreamFwder:
             if self.sender is not None:
                 self.sender.send(batch)
             if self.files is not None:
-                self.files.post(self.stream, batch)
+                self.files.post(self.stream, batch, forced=self._barrier_drain)
 
     def _eof(self) -> None:
         """The pipe is done: forward the final partial line, post Flush(None) exactly once."""
@@ -178,8 +197,13 @@ class StreamFwder:
     # -- barrier and stop -------------------------------------------------------------------
 
     def sync(self, version: int) -> None:
-        """A barrier reached this stream: drain the pipe, then post Flush(version) behind it."""
-        self.drain()
+        """A barrier reached this stream: drain the pipe, then post Flush(version) behind it
+        (also when held: a barrier covers what the child wrote before it began)."""
+        self._barrier_drain = True
+        try:
+            self.drain()
+        finally:
+            self._barrier_drain = False
         if self.sender is not None:
             self.sender.flush(version)
 
