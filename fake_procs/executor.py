@@ -183,6 +183,9 @@ class _Executor:
                 rec.note(f"barrier {index} {outcome}")
                 if rt.stopping.is_set():
                     return self.stopped()
+            elif op == "grandchild":
+                pid = start_grandchild(step["stream"], step["seconds"])
+                rec.note(f"grandchild {index} {pid}")
             elif op == "hang":
                 rec.note(f"hang {index}")
                 rt.stopping.wait()
@@ -204,6 +207,27 @@ class _Executor:
     def stopped(self) -> int:
         self.rec.note(f"stop {self.index}")
         return 0
+
+
+GRANDCHILD_MARK = "fake_procs-grandchild"
+"""In a grandchild's command line, so a leak report shows what it is."""
+
+
+def start_grandchild(stream: str, seconds: float) -> int:
+    """A real process holding the child's `stream` (or both) open, writing nothing; never
+    waited for (the child leaves it behind, as a leaked helper would)."""
+    import subprocess
+
+    held = STREAMS if stream == "both" else (stream,)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))",
+         repr(seconds), GRANDCHILD_MARK],
+        stdin=subprocess.DEVNULL,
+        stdout=None if "stdout" in held else subprocess.DEVNULL,
+        stderr=None if "stderr" in held else subprocess.DEVNULL,
+    )  # fmt: skip
+    proc.returncode = 0  # never reaped here: keeps Popen's finaliser from waiting on it
+    return proc.pid
 
 
 def crash(how: str) -> None:

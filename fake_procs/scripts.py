@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from . import content
 from .steps import (
@@ -24,6 +24,7 @@ from .steps import (
     Exit,
     Flood,
     Flush,
+    Grandchild,
     Hang,
     Interleave,
     Line,
@@ -331,6 +332,12 @@ class Script:
     def barrier(self, timeout: float = 30.0) -> Script:
         """Wait until the next barrier is acked (or `timeout`), then continue."""
         return self.then(Barrier(timeout=timeout))
+
+    def grandchild(
+        self, stream: Literal["stdout", "stderr", "both"] = "stdout", seconds: float = 60.0
+    ) -> Script:
+        """Start a grandchild that holds `stream` open for `seconds`, writing nothing."""
+        return self.then(Grandchild(stream=stream, seconds=seconds))
 
     def exit(self, code: int = 0) -> Script:
         """`os._exit(code)`: abrupt, nothing buffered is flushed."""

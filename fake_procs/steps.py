@@ -270,6 +270,22 @@ class Crash(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Grandchild(Step):
+    """Start a grandchild process that inherits `stream` (or "both") and keeps it open for
+    `seconds` while writing nothing, as a leaked helper or daemon would. The tee sees no
+    EOF on that stream until the grandchild ends: the stack must notice, name it, and end
+    it with the mesh (a child's descendants belong to its mesh)."""
+
+    kind: ClassVar[str] = "grandchild"
+    stream: Literal["stdout", "stderr", "both"] = "stdout"
+    seconds: float = 60.0
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _check_choice("stream", self.stream, (*STREAMS, "both"))
+        yield from _check_seconds("seconds", self.seconds, positive=True)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Hang(Step):
     """Never finish on its own; returns only once the runtime is stopping."""
 
@@ -278,7 +294,19 @@ class Hang(Step):
 
 
 AnyStep: TypeAlias = Union[  # noqa: UP007 (mypy targets 3.10: no `|` between classes here)
-    Line, Partial, Raw, Flood, Interleave, Flush, Sleep, Close, Barrier, Exit, Crash, Hang
+    Line,
+    Partial,
+    Raw,
+    Flood,
+    Interleave,
+    Flush,
+    Sleep,
+    Close,
+    Barrier,
+    Grandchild,
+    Exit,
+    Crash,
+    Hang,
 ]
 
 _ALL_STEPS: tuple[type[AnyStep], ...] = (
@@ -291,6 +319,7 @@ _ALL_STEPS: tuple[type[AnyStep], ...] = (
     Sleep,
     Close,
     Barrier,
+    Grandchild,
     Exit,
     Crash,
     Hang,

@@ -4,7 +4,10 @@
 leak and the component that made it:
 
 * descendant processes of this (driver) process: a bootstrap host, a child of a given
-  rank (read from the host's journal), or a process the test started itself;
+  rank (read from the host's journal), or a process the test started itself; and any
+  process in the process group of a mesh child (hosts record each child's group in the
+  file named by `MESHLOG_PRIVATE_DIR_LOG`), so a grandchild that outlived its host,
+  re-parented to PID 1, is found too;
 * file descriptors of this process (`/proc/self/fd`): socket (with its Unix path when it
   has one), pipe, event-loop or other anonymous inode, or file with its target;
 * private directories the stack made (`stack.channel.private_dir`: the socket
@@ -80,6 +83,37 @@ def _descendants() -> set[tuple[int, float]]:
     return out
 
 
+def _group_members(groups: Mapping[int, object]) -> set[tuple[int, float]]:
+    """Live processes in any of the process groups `groups` (wherever they were re-parented)."""
+    out: set[tuple[int, float]] = set()
+    if not groups:
+        return out
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) in groups:
+                out.add((proc.pid, proc.create_time()))
+    return out
+
+
+def _group_component(proc: psutil.Process, groups: Mapping[int, Mapping[str, int]]) -> str:
+    """A descendant of a mesh child that is no longer below its host: says whose it was."""
+    try:
+        pgid = os.getpgid(proc.pid)
+        parent = proc.ppid()
+    except (psutil.Error, OSError):
+        return _process_component(proc)
+    rec = groups.get(pgid)
+    if rec is None or pgid == proc.pid:
+        return _process_component(proc)
+    via = _process_component(proc)
+    if "bootstrap host" in via or "child process" in via:
+        return via
+    return (
+        f"descendant of the child of rank {rec['rank']} on host {rec['host']} (its process "
+        f"group {pgid}), now a child of pid {parent}: it outlived its mesh"
+    )
+
+
 def _alive(key: tuple[int, float]) -> psutil.Process | None:
     try:
         proc = psutil.Process(key[0])
@@ -144,7 +178,9 @@ class LeakChecker:
 
     def _processes(self) -> list[Leak]:
         spare_pids = spare.reserved()[0]  # the warm host waiting for the next mesh
-        new = {k for k in _descendants() - self._before.procs if k[0] not in spare_pids}
+        groups = self._mesh_groups()
+        found = _descendants() | _group_members(groups)
+        new = {k for k in found - self._before.procs if k[0] not in spare_pids}
         deadline = time.monotonic() + self.grace_s
         while True:
             alive = {k: p for k in new if (p := _alive(k)) is not None}
@@ -152,9 +188,24 @@ class LeakChecker:
                 break
             time.sleep(0.05)
         return [
-            Leak("process", f"{p.pid} `{_cmdline(p)}`", _process_component(p))
+            Leak("process", f"{p.pid} `{_cmdline(p)}`", _group_component(p, groups))
             for _, p in sorted(alive.items())
         ]
+
+    def _mesh_groups(self) -> dict[int, dict[str, int]]:
+        """pgid -> {rank, host} of every mesh child started since `start()`."""
+        out: dict[int, dict[str, int]] = {}
+        log = os.environ.get(PRIVATE_DIR_LOG_ENV)
+        if not log:
+            return out
+        with contextlib.suppress(OSError), open(log, "rb") as f:
+            f.seek(self._before.dir_log_offset)
+            for raw in f.read().splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    rec = json.loads(raw)
+                    if "pgid" in rec:
+                        out[int(rec["pgid"])] = {"rank": int(rec["rank"]), "host": int(rec["host"])}
+        return out
 
     # -- descriptors ----------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from fake_procs.steps import (
     Exit,
     Flood,
     Flush,
+    Grandchild,
     Hang,
     Interleave,
     Line,
@@ -388,6 +389,9 @@ def _step_call(step: Step) -> str:
         method, args = "exit", [repr(step.code)]
     elif isinstance(step, Crash):
         method, args = "crash", [repr(step.how)]
+    elif isinstance(step, Grandchild):
+        method = "grandchild"
+        args = [repr(step.stream), _kw("seconds", step.seconds, 60.0)]
     elif isinstance(step, Hang):
         method, args = "hang", []
     else:  # pragma: no cover - every step type is handled above

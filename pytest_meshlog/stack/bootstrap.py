@@ -23,17 +23,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import spare
-from .channel import LISTEN_FD_ENV, FrameConnection, listen
+from .channel import LISTEN_FD_ENV, PRIVATE_DIR_LOG_ENV, FrameConnection, listen
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
 from .forkserver import ForkedChild, StartGate, fork_module, forkable_module, warm_up
 from .journal import Journal
-from .procs import set_parent_death_signal
+from .procs import (
+    become_subreaper,
+    cmdline,
+    descendants,
+    holds_write_end,
+    kill_quietly,
+    pipe_inode,
+    pipe_writers,
+    reaped,
+    start_child_process,
+)
 from .sender import LocalLogSender
 from .tee import StreamFwder
 
 STREAMS = ("stdout", "stderr")
 SPAWN_CONNECT_TIMEOUT_S = 15.0
+PIPE_WATCH_PERIOD_S = 0.1
+"""How often the host looks for a pipe held open by someone other than its child."""
+_STREAM_FD = {"stdout": 1, "stderr": 2}
 
 
 @dataclass
@@ -49,6 +62,9 @@ class ChildState:
     signal: int | None = None
     killed_by_us: str | None = None
     pidfd: int | None = None
+    inodes: dict[str, int] = field(default_factory=dict)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    """Who held a stream's pipe open after the child let go of it (journal `pipe_held`)."""
 
 
 class BootstrapProcManager:
@@ -66,6 +82,9 @@ class BootstrapProcManager:
         self.files: FileAppender | None = None
         self._warmed: set[str] = set()
         self.stopped = asyncio.Event()
+        self.ended: list[dict[str, Any]] = []
+        """Descendants of children the host ended (journal `descendant_ended`)."""
+        self._watcher = asyncio.create_task(self._watch_pipes())
         gate = config.file_log_gate()
         if gate is None:
             directory, basename = config.file_log_location()
@@ -115,10 +134,15 @@ class BootstrapProcManager:
             if listener is not None:
                 listener.close()  # the child's copy is the one that serves
         child = ChildState(
-            rank=rank, proc=proc, channel=env.get("BOOTSTRAP_LOG_CHANNEL"), pipes=pipes
+            rank=rank,
+            proc=proc,
+            channel=env.get("BOOTSTRAP_LOG_CHANNEL"),
+            pipes=pipes,
+            inodes={s: pipe_inode(fd) for s, fd in pipes.items()},
         )
         self.children[rank] = child
         self.journal("child_spawned", rank=rank, pid=proc.pid, forked=module is not None)
+        _record_process_group(proc.pid, rank, self.host)
         loop = asyncio.get_running_loop()
         child.pidfd = os.pidfd_open(proc.pid)
         loop.add_reader(child.pidfd, self._reap, child)
@@ -225,6 +249,8 @@ class BootstrapProcManager:
                     child.proc.send_signal(signal.SIGTERM)
         await self._wait_children(deadline - 0.25 * timeout, "did not exit after STOP")
         await self._wait_children(deadline, "did not exit after SIGKILL")
+        self._check_pipes()  # name whoever still holds a pipe, before ending them all
+        await self._end_descendants("the mesh stopped", deadline)
         tails: dict[int, dict[str, list[str]]] = {}
         for child in self.children.values():
             for stream, fwder in child.fwders.items():
@@ -246,6 +272,8 @@ class BootstrapProcManager:
             "exits": {c.rank: [c.code, c.signal, c.killed_by_us] for c in self.children.values()},
             "tails": tails,
             "files": sorted(self.files.paths.values()) if self.files else [],
+            "held": [h for c in self.children.values() for h in c.held],
+            "ended": list(self.ended),
         }
 
     async def _wait_children(self, deadline: float, why: str) -> None:
@@ -263,9 +291,74 @@ class BootstrapProcManager:
                     self.kill(child.rank, signal.SIGKILL, why)
 
     def hard_kill(self) -> None:
+        self._watcher.cancel()
         for child in self.children.values():
             if child.proc.poll() is None:
                 child.proc.kill()
+        for pid in descendants(os.getpid()):  # grandchildren do not die with the host
+            kill_quietly(pid)
+
+    # -- descendants of the children (SPEC 3.6) -----------------------------------------------
+
+    async def _watch_pipes(self) -> None:
+        while True:
+            await asyncio.sleep(PIPE_WATCH_PERIOD_S)
+            try:
+                self._check_pipes()
+            except OSError as exc:  # /proc unreadable: journaled, never fatal
+                self.journal("pipe_watch_failed", error=str(exc))
+
+    def _check_pipes(self) -> None:
+        """A stream with no EOF although its child let go of the pipe (quiesced, closed it,
+        or exited): whoever else holds the write end is a descendant keeping it open. Name
+        it (`pipe_held`) and end it, so the tee sees EOF while the child's forwarder can
+        still relay the tail."""
+        family: list[int] | None = None
+        for child in self.children.values():
+            for stream, fwder in child.fwders.items():
+                if fwder.done.is_set():
+                    continue
+                inode = child.inodes[stream]
+                pid = child.proc.pid
+                if not child.exited.is_set() and holds_write_end(pid, inode, [_STREAM_FD[stream]]):
+                    continue  # the usual case, one readlink: the child writes to it
+                if family is None:
+                    family = descendants(os.getpid())
+                writers = pipe_writers(inode, family)
+                if any(w.pid == pid for w in writers):
+                    continue  # the child moved it to another fd: still the child's
+                for w in writers:
+                    held = {"rank": child.rank, "stream": stream, "pid": w.pid,
+                            "cmdline": w.cmdline, "ppid": w.ppid, "pgid": w.pgid}  # fmt: skip
+                    self.journal("pipe_held", **held)
+                    child.held.append(held)
+                    self._end(
+                        w.pid, w.cmdline, child.rank, f"held rank {child.rank}'s {stream} pipe"
+                    )
+
+    def _end(self, pid: int, cmd: str, rank: int | None, reason: str) -> None:
+        if kill_quietly(pid):
+            ended = {"rank": rank, "pid": pid, "cmdline": cmd, "reason": reason}
+            self.journal("descendant_ended", **ended)
+            self.ended.append(ended)
+
+    async def _end_descendants(self, reason: str, deadline: float) -> None:
+        """End every process below this host that is not one of its children (a child's
+        descendants belong to the mesh), and reap the ones it adopted (bounded)."""
+        mine = {c.proc.pid for c in self.children.values()}
+        rank_of = {c.proc.pid: c.rank for c in self.children.values()}
+        others = [p for p in descendants(os.getpid()) if p not in mine]
+        for pid in others:
+            try:
+                group = os.getpgid(pid)
+            except ProcessLookupError:
+                continue
+            self._end(pid, cmdline(pid), rank_of.get(group), reason)
+        until = min(deadline, time.monotonic() + 2.0)
+        while others and time.monotonic() < until:
+            others = [p for p in others if not reaped(p)]
+            if others:
+                await asyncio.sleep(0.005)
 
 
 def _exec_child(
@@ -280,7 +373,7 @@ def _exec_child(
         env=env,
         close_fds=True,
         pass_fds=keep,
-        preexec_fn=set_parent_death_signal,
+        preexec_fn=start_child_process,
     )
     pipes = {}
     for stream in STREAMS:  # the tee owns the raw fds; Popen's files must not close them
@@ -291,6 +384,21 @@ def _exec_child(
     return popen, pipes
 
 
+def _record_process_group(pgid: int, rank: int, host: int) -> None:
+    """Tell a running leak check (`pytest_meshlog.leaks`) about the child's process group,
+    so a descendant that outlives the mesh is found even once re-parented to PID 1."""
+    log = os.environ.get(PRIVATE_DIR_LOG_ENV)
+    if not log:
+        return
+    line = json.dumps({"pgid": pgid, "rank": rank, "host": host, "by": os.getpid()})
+    with contextlib.suppress(OSError):
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
 def _thread_state(stat_path: str) -> str:
     with open(stat_path) as f:
         return f.read().rsplit(")", 1)[1].split()[0]  # the field after "(comm)"
@@ -298,7 +406,7 @@ def _thread_state(stat_path: str) -> str:
 
 async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
     journal = Journal(journal_dir, f"host{host}")
-    journal("host_started", host=host, pid=os.getpid())
+    journal("host_started", host=host, pid=os.getpid(), subreaper=become_subreaper())
     try:
         config = StackConfig.from_env()
     except ConfigError as exc:

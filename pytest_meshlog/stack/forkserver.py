@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from importlib.machinery import ModuleSpec
 from types import CodeType
 
-from .procs import set_parent_death_signal
+from .procs import start_child_process
 
 
 def forkable_module(argv: Sequence[str]) -> str | None:
@@ -159,6 +159,8 @@ def fork_module(
         if gate is not None:
             gate.wait()
         _run_child(module, args, env, out_w, err_w, keep)
+    with contextlib.suppress(OSError):  # also here, so it holds before the child runs
+        os.setpgid(pid, pid)
     os.close(out_w)
     os.close(err_w)
     return ForkedChild(pid), out_r, err_r
@@ -175,7 +177,7 @@ def _run_child(
     code = 1
     try:
         gc.freeze()  # the host's objects are never collected here (no finaliser may close a reused fd)
-        set_parent_death_signal()
+        start_child_process()  # dies with the host; leads its own process group
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)

@@ -48,6 +48,17 @@ class ExitInfo:
     killed_by_stack: str | None = None
 
 
+@dataclass(frozen=True)
+class PipeHolder:
+    """A process that held a child's stream open after the child let go of it (a
+    descendant of the child); the host ended it so the tee could see EOF."""
+
+    rank: int
+    stream: str
+    pid: int
+    cmdline: str
+
+
 @dataclass
 class StopOutcome:
     """What `stop()` saw: the pre-stop barrier, exits, peek tails, files, and problems."""
@@ -60,6 +71,7 @@ class StopOutcome:
     problems: list[str]
     unconfirmed_clean_exits: tuple[int, ...]
     duration_s: float
+    pipe_holders: tuple[PipeHolder, ...] = ()
 
 
 class MeshError(RuntimeError):
@@ -379,6 +391,7 @@ class LoggingMeshClient:
             )
         tails: dict[int, dict[str, list[str]]] = {}
         files: list[str] = []
+        holders: list[PipeHolder] = []
         for host in self._hosts:
             host.ctl.send(("stop", max(1.0, (deadline - time.monotonic()) * 0.8)))
         for host in self._hosts:
@@ -394,6 +407,10 @@ class LoggingMeshClient:
                 self.exits[int(rank)] = ExitInfo(code, sig, killed)
             tails.update({int(r): t for r, t in result["tails"].items()})
             files.extend(result["files"])
+            holders += (
+                PipeHolder(int(h["rank"]), str(h["stream"]), int(h["pid"]), str(h["cmdline"]))
+                for h in result.get("held", ())
+            )
         if self.config.enable_log_forwarding:
             await self.client.wait_until(
                 lambda: all(
@@ -426,6 +443,7 @@ class LoggingMeshClient:
             problems,
             tuple(clean),
             time.monotonic() - t0,
+            tuple(holders),
         )
 
     def _exited_cleanly(self, rank: int) -> bool:

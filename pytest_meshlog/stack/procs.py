@@ -1,12 +1,158 @@
-"""Process helpers shared by the driver and the bootstrap."""
+"""Process helpers shared by the driver and the bootstrap.
+
+Also what the bootstrap needs to keep a child's descendants in its mesh (SPEC 3.6): the
+host is a child subreaper (an orphaned grandchild is re-parented to it, not to PID 1),
+each child leads its own process group, and `pipe_writers` finds who still holds the
+write end of a child's pipe, from /proc.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_O_ACCMODE = 0o3
+
+
+def _prctl(option: int, arg: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}, {arg}): {os.strerror(err)}")
 
 
 def set_parent_death_signal() -> None:
     """preexec_fn: die with SIGKILL if the spawning thread goes away, so nothing is orphaned."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_child_process() -> None:
+    """preexec_fn of a mesh child: dies with its host, and leads its own process group (its
+    descendants stay in it unless they leave on purpose)."""
+    set_parent_death_signal()
+    os.setpgid(0, 0)
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux >= 3.4); False where
+    that is not possible."""
+    try:
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class PipeWriter:
+    """A process holding the write end of a pipe: who held a child's stream open."""
+
+    pid: int
+    cmdline: str
+    ppid: int | None
+    pgid: int | None
+
+
+def cmdline(pid: int) -> str:
+    """The process's command line (its name in brackets if it has none); "?" if gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+        if raw:
+            return " ".join(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
+        with open(f"/proc/{pid}/comm") as f:
+            return f"[{f.read().strip()}]"
+    except OSError:
+        return "?"
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, pgid) of a live, non-zombie process; None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[1]), int(fields[2])
+
+
+def descendants(root: int) -> list[int]:
+    """Live descendants of `root` (not itself), parents before children, from /proc."""
+    parent_of: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None:
+                parent_of[int(name)] = st[0]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent_of.items():
+        children.setdefault(ppid, []).append(pid)
+    out: list[int] = []
+    todo = list(children.get(root, ()))
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def pipe_inode(fd: int) -> int:
+    return os.fstat(fd).st_ino
+
+
+def holds_write_end(pid: int, inode: int, fds: Iterable[int] | None = None) -> bool:
+    """Whether `pid` has the pipe `inode` open for writing (among `fds`, else any fd)."""
+    target = f"pipe:[{inode}]"
+    try:
+        names = [str(fd) for fd in fds] if fds is not None else os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") != target:
+                continue
+            with open(f"/proc/{pid}/fdinfo/{name}") as f:
+                for line in f:
+                    if line.startswith("flags:"):
+                        if int(line.split()[1], 8) & _O_ACCMODE == os.O_WRONLY:
+                            return True
+                        break
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def pipe_writers(inode: int, among: Iterable[int]) -> list[PipeWriter]:
+    """The processes of `among` that hold the write end of pipe `inode`."""
+    out = []
+    for pid in among:
+        if holds_write_end(pid, inode):
+            st = _stat(pid)
+            out.append(PipeWriter(pid, cmdline(pid), st[0] if st else None, st[1] if st else None))
+    return out
+
+
+def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal `pid`; False if it was already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def reaped(pid: int) -> bool:
+    """Collect `pid`'s exit status if it is our child (a subreaper's adopted orphan) and
+    has ended; True once it is gone (or was never ours to reap)."""
+    try:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return _stat(pid) is None  # not our child: gone once it is not a live process
+    return done == pid

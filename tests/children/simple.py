@@ -51,6 +51,20 @@ def workload(rt: ChildRuntime) -> int:
             write(rt, 1, block)
         write(rt, 1, line * (n % 200))
         return 0
+    if mode in ("grandchild", "grandchild-hang", "daemon-hang"):
+        # a grandchild that keeps stdout open ("daemon": that holds nothing), writes nothing
+        import subprocess
+
+        out = subprocess.DEVNULL if mode == "daemon-hang" else None
+        gc = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)", "simple-grandchild"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        gc.returncode = 0  # left behind on purpose: never waited for
+        write(rt, 1, f"grandchild {gc.pid}\ntail-out".encode())
+        while mode != "grandchild" and not rt.stopping.is_set():
+            time.sleep(0.005)
+        return 0
     if mode == "exit3":
         write(rt, 1, b"about to exit 3\n")
         os._exit(3)

@@ -1,0 +1,97 @@
+"""A child's descendants belong to its mesh (SPEC 3.6, issue 11 finding 6): a grandchild
+that keeps the child's stdout open is named and ended by the host, so the child's final
+partial line still arrives; descendants end at stop; the leak check sees a descendant
+that outlived its host, re-parented to PID 1. Real processes throughout."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from pytest_meshlog.leaks import LeakChecker
+
+from .stack_helpers import child, events, mesh, wait_delivered
+
+
+def grandchild_pid(m: object, rank: int = 0) -> int:
+    lines = m.delivered[(rank, "stdout")]  # type: ignore[attr-defined]
+    return int(lines[0].split()[-1])
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_grandchild_holding_stdout_is_named_and_ended_so_the_tail_arrives(
+    tmp_path: Path,
+) -> None:
+    with mesh(tmp_path, [child("grandchild")]) as m:
+        # The child ends by itself and quiesces; without the host ending the grandchild
+        # the tee never sees EOF and the child waits out its 15 s quiesce timeout.
+        m.wait_children(10)
+        pid = grandchild_pid(m)
+        assert m.delivered[(0, "stdout")] == [f"[0] grandchild {pid}".encode(), b"[0] tail-out"]
+        held = events(m, "pipe_held", rank=0, stream="stdout")
+        assert [e["pid"] for e in held] == [pid]
+        assert "simple-grandchild" in held[0]["cmdline"]
+        assert events(m, "descendant_ended", pid=pid)
+        assert gone(pid)
+        outcome = m.stop(10)
+        assert outcome.problems == []
+        assert [(h.rank, h.stream, h.pid) for h in outcome.pipe_holders] == [(0, "stdout", pid)]
+        assert "simple-grandchild" in outcome.pipe_holders[0].cmdline
+        assert events(m, "forwarder_bye", rank=0)
+        assert not events(m, "tails_missing")
+
+
+def test_stop_ends_a_grandchild_holding_stdout_of_a_running_child(tmp_path: Path) -> None:
+    with mesh(tmp_path, [child("grandchild-hang"), child("daemon-hang")]) as m:
+        for rank in (0, 1):
+            wait_delivered(m, rank, "stdout", 1)
+        holder, daemon = grandchild_pid(m, 0), grandchild_pid(m, 1)
+        outcome = m.stop(10)
+        assert outcome.problems == []
+        assert [(h.rank, h.pid) for h in outcome.pipe_holders] == [(0, holder)]
+        for rank in (0, 1):
+            assert m.delivered[(rank, "stdout")][-1] == f"[{rank}] tail-out".encode()
+        ended = {e["pid"]: e for e in events(m, "descendant_ended")}
+        assert set(ended) == {holder, daemon}
+        assert ended[daemon]["rank"] == 1 and ended[daemon]["reason"] == "the mesh stopped"
+        assert gone(holder) and gone(daemon)
+
+
+def test_the_leak_check_sees_a_descendant_that_outlived_its_host(tmp_path: Path) -> None:
+    checker = LeakChecker(tmp_path / "dirs.log", grace_s=0.5)
+    checker.start()
+    orphan = None
+    try:
+        with mesh(tmp_path, [child("daemon-hang")]) as m:
+            wait_delivered(m, 0, "stdout", 1)
+            orphan = grandchild_pid(m)
+            host = m._hosts[0].proc
+            host.send_signal(signal.SIGKILL)  # nobody left to end the grandchild
+            host.wait(10)
+        assert not gone(orphan, 0.3)  # it outlived the mesh, re-parented away from the host
+        assert psutil.Process(orphan).ppid() != host.pid
+        leaks = checker.finish()
+        found = [leak for leak in leaks if leak.kind == "process" and str(orphan) in leak.what]
+        assert found, leaks
+        assert "simple-grandchild" in found[0].what
+        assert "rank 0" in found[0].component and "process group" in found[0].component
+    finally:
+        if orphan is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(orphan, signal.SIGKILL)
