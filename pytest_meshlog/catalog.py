@@ -304,6 +304,23 @@ def test_slow_disk_holds_the_flood(meshlog: MeshHarness, fake_procs: FakeProcs, 
     mesh.stop().assert_clean()
 
 
+def test_grandchild_holds_stdout(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
+    """A child that leaves behind a grandchild holding its stdout open: the child's
+    descendants belong to the mesh, so the stack names the holder, ends it, and the
+    child's final partial line still arrives; nothing outlives the mesh (SPEC 3.6)."""
+    meshlog.require("journal", "the stack names the process that held the pipe in its journal")
+    s = fake_procs.script().line().grandchild(stream="stdout").line(stream="stderr").partial()
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    report.assert_clean()
+    for rank in mesh.ranks:
+        events = read_progress(mesh.progress(rank)).events
+        pid = int(next(e for e in events if e.startswith("grandchild ")).split()[2])
+        held = [e for e in _events(mesh, "pipe_held") if e["rank"] == rank]
+        assert [(e["stream"], e["pid"]) for e in held] == [("stdout", pid)], held
+
+
 @pytest.mark.meshlog_fault("close_channel", rank=0)
 def test_channel_closed_early(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A channel that closes under a live child: the bootstrap skips (and counts) what it
