@@ -167,6 +167,7 @@ def gather(
             )
     in_files = file_lines_by_rank(files, expected, prefix_with_rank) if gate is None else None
     rank_evidence = []
+    unanswered: dict[int, str] = dict(getattr(client, "unanswered", None) or {})
     delivered = client.delivered  # once: a backend may compute it from its output files
     for rank in range(len(scripts)):
         exit_info = client.exits.get(rank)
@@ -195,8 +196,11 @@ def gather(
                 rank=rank,
                 exit_code=exit_info.code if exit_info else None,
                 exit_signal=exit_info.signal if exit_info else None,
-                crashed=died_abruptly(exit_info) or rank in faulted_ranks or rank in abrupt,
+                crashed=(died_abruptly(exit_info) and rank not in unanswered)
+                or rank in faulted_ranks
+                or rank in abrupt,
                 streams=(streams[0], streams[1]),
+                unanswered=unanswered.get(rank) if exit_info is None else None,
             )
         )
     return MeshEvidence(

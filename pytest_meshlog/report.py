@@ -90,6 +90,9 @@ class RankEvidence:
     exit_signal: int | None
     crashed: bool
     streams: tuple[StreamEvidence, StreamEvidence]
+    unanswered: str | None = None
+    """Why this rank's end is unknown (its host did not answer within the stop deadline);
+    such a rank did not crash, and its losses are not excused as a crash's."""
 
 
 @dataclass(frozen=True)
@@ -398,6 +401,8 @@ class TeardownReport:
 
     def _title(self, rank: int, stream: Stream) -> str:
         for r in self.evidence.ranks:
+            if r.rank == rank and r.unanswered:
+                return f"rank {rank} {stream} (end unknown: {r.unanswered})"
             if r.rank == rank and r.crashed:
                 how = f"signal {r.exit_signal}" if r.exit_signal else f"exit {r.exit_code}"
                 return f"rank {rank} {stream} (crashed: {how})"

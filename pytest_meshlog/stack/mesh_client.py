@@ -72,6 +72,9 @@ class StopOutcome:
     unconfirmed_clean_exits: tuple[int, ...]
     duration_s: float
     pipe_holders: tuple[PipeHolder, ...] = ()
+    unanswered_ranks: tuple[int, ...] = ()
+    """Ranks whose host did not answer `stop` within its deadline (frozen or overloaded):
+    how they ended is unknown, which is not a crash; the host was killed at the deadline."""
 
 
 class MeshError(RuntimeError):
@@ -129,6 +132,8 @@ class LoggingMeshClient:
         self.stream_to_client = stream_to_client
         self.aggregate_window_sec = aggregate_window_sec
         self.exits: dict[int, ExitInfo] = {}
+        self.unanswered: dict[int, str] = {}
+        """rank -> why its end is unknown (its host did not answer stop by the deadline)."""
         self.host_of: dict[int, int] = {}
         self._hosts: list[_Host] = []
         self._exited = threading.Event()
@@ -394,13 +399,22 @@ class LoggingMeshClient:
         holders: list[PipeHolder] = []
         for host in self._hosts:
             host.ctl.send(("stop", max(1.0, (deadline - time.monotonic()) * 0.8)))
+        silent: list[_Host] = []
         for host in self._hosts:
             try:
                 msg = await self._next(
                     host, deadline, f"host{host.index} to stop ranks {host.ranks}"
                 )
             except MeshError as exc:
-                problems.append(str(exc))
+                if host.proc.poll() is not None:  # it died: that is not a missed deadline
+                    problems.append(str(exc))
+                    continue
+                silent.append(host)
+                why = f"host{host.index} did not answer within the stop deadline ({timeout:g} s)"
+                for rank in host.ranks:
+                    if rank not in self.exits:
+                        self.unanswered[rank] = why
+                problems.append(f"{why}; it was killed at the deadline ({exc})")
                 continue
             result = msg[1]
             for rank, (code, sig, killed) in result["exits"].items():
@@ -419,7 +433,7 @@ class LoggingMeshClient:
                     or r not in self.client.forwarders
                     for r in self.ranks
                 ),
-                max(time.monotonic() + 0.5, deadline),
+                deadline,  # a deadline is a deadline: no grace after it
             )
         unconfirmed = tuple(r for r in self.ranks if r not in self.client.said_bye)
         clean = [r for r in unconfirmed if self._exited_cleanly(r)]
@@ -431,8 +445,9 @@ class LoggingMeshClient:
         self.client.print_aggregates()
         for host in self._hosts:
             host.ctl.send(("shutdown",))
-        for host in self._hosts:
-            await self._reap_host(host, max(time.monotonic() + 1.0, deadline))
+        for host in self._hosts:  # one that answered gets a moment to exit; a silent one not
+            grace = 0.0 if host in silent else 1.0
+            await self._reap_host(host, max(time.monotonic() + grace, deadline))
         self.journal("stop_end")
         return StopOutcome(
             barrier,
@@ -444,6 +459,7 @@ class LoggingMeshClient:
             tuple(clean),
             time.monotonic() - t0,
             tuple(holders),
+            tuple(sorted(self.unanswered)),
         )
 
     def _exited_cleanly(self, rank: int) -> bool:

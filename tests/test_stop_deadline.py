@@ -1,0 +1,61 @@
+"""`stop(timeout)` against a frozen host (issue 11, finding 8): the deadline is kept, and
+ranks whose host did not answer are reported as such (typed), never as crashed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from .stack_helpers import child, mesh, wait_delivered
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_frozen_host_is_a_missed_deadline_not_a_crash(tmp_path: Path) -> None:
+    with mesh(tmp_path, [child("hang"), child("hang")]) as m:
+        for rank in (0, 1):
+            wait_delivered(m, rank, "stdout", 1)
+        host = m._hosts[0].proc
+        os.kill(host.pid, signal.SIGSTOP)
+        try:
+            outcome = m.stop(3)
+        finally:
+            if host.poll() is None:
+                os.kill(host.pid, signal.SIGKILL)
+        print(f"stop(3) with a frozen host returned after {outcome.duration_s:.2f} s")
+        assert outcome.unanswered_ranks == (0, 1)
+        assert m.unanswered == {
+            0: "host0 did not answer within the stop deadline (3 s)",
+            1: "host0 did not answer within the stop deadline (3 s)",
+        }
+        assert 0 not in outcome.exits and 1 not in outcome.exits
+        assert any("did not answer within the stop deadline" in p for p in outcome.problems)
+        assert host.poll() is not None  # killed at the deadline, not left frozen
+
+
+FROZEN_HOST_TEST = """
+import os, signal
+
+def test_frozen(meshlog, fake_procs):
+    mesh = meshlog.spawn([fake_procs.script().line().partial().hang()] * 2, env="prod")
+    mesh.flush(timeout=10)
+    os.kill(mesh._client._hosts[0].proc.pid, signal.SIGSTOP)
+    mesh.stop(timeout=3)
+"""
+
+
+def test_the_report_says_end_unknown_not_crashed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_frozen=FROZEN_HOST_TEST)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--meshlog-no-leak-check",
+        timeout=90,
+    )  # fmt: skip
+    text = result.stdout.str()
+    assert "did not answer within the stop deadline" in text
+    assert "(end unknown: host0 did not answer within the stop deadline (3 s))" in text
+    assert "crashed: exit None" not in text
+    assert "(crashed" not in text
+    result.assert_outcomes(errors=1, passed=1)
