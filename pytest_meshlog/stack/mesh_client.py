@@ -28,7 +28,7 @@ from .channel import FrameConnection, private_dir
 from .client import BarrierOutcome, LogClientActor, NotWaited, Sink
 from .config import ConfigError, StackConfig
 from .journal import Event, Journal, read_journal
-from .procs import set_parent_death_signal
+from .procs import claim, set_parent_death_signal, sweep_stale
 
 T = TypeVar("T")
 
@@ -125,7 +125,12 @@ class LoggingMeshClient:
         self.record_dir = self.workdir / "records"
         self.record_dir.mkdir(exist_ok=True)
         self.sockdir = private_dir()
+        claim(self.sockdir)
+        if self._owns_workdir:
+            claim(self.workdir)
         self.journal = Journal(self.journal_dir, "driver")
+        for path, owner in sweep_stale(os.path.dirname(self.sockdir)):  # of killed drivers
+            self.journal("stale_dir_removed", path=path, owner_pid=owner)
         self.client = LogClientActor(
             os.path.join(self.sockdir, "client.sock"), self.journal, sink, consume_delay
         )

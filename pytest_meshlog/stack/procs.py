@@ -156,3 +156,70 @@ def reaped(pid: int) -> bool:
     except ChildProcessError:
         return _stat(pid) is None  # not our child: gone once it is not a live process
     return done == pid
+
+
+# -- directories that outlive their owner ------------------------------------------------------
+
+OWNER_FILE = ".owner"
+"""In a directory the driver made (`claim`): "<pid> <start time>" of the process it belongs to."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with
+    the pid, it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def claim(directory: str | os.PathLike[str]) -> None:
+    """Mark `directory` as this process's, so a later `sweep_stale` can tell when its owner
+    is dead (a SIGKILLed driver never removes its own socket folder)."""
+    me = os.getpid()
+    path = os.path.join(directory, OWNER_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{me} {_start_time(me)}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def stale_owner(directory: str | os.PathLike[str]) -> int | None:
+    """The dead owner's pid if `directory` is claimed by a process that no longer runs;
+    None when its owner lives or it carries no claim (never ours to judge)."""
+    try:
+        with open(os.path.join(directory, OWNER_FILE)) as f:
+            pid_text, started = f.read().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    return None if _start_time(pid) == started else pid
+
+
+def sweep_stale(base: str, prefix: str = "ml-") -> list[tuple[str, int]]:
+    """Remove this user's `base/prefix*` directories whose claiming process is dead; returns
+    (path, dead owner pid) for each one removed."""
+    import shutil
+
+    removed: list[tuple[str, int]] = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid != uid or not os.path.isdir(path):
+                continue
+        except OSError:
+            continue
+        owner = stale_owner(path)
+        if owner is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append((path, owner))
+    return removed
