@@ -299,7 +299,7 @@ def test_slow_disk_holds_the_flood(meshlog: MeshHarness, fake_procs: FakeProcs, 
     """A disk slower than the children: the file writer's queue stays bounded (a full
     queue holds the tee, and so the child's pipe, as the client path does), and every
     line still reaches the files and the client."""
-    mesh = meshlog.spawn([fake_procs.flooder(lines=30_000, line_bytes=40)] * procs, env="prod")
+    mesh = meshlog.spawn([fake_procs.flooder(lines=12_000, line_bytes=40)] * procs, env="prod")
     mesh.wait_scripts()
     mesh.stop().assert_clean()
 

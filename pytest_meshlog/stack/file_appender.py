@@ -49,11 +49,10 @@ class FileAppender:
         self.peak_queued_bytes = dict.fromkeys(STREAMS, 0)
         self.holds = dict.fromkeys(STREAMS, 0)
         """How many times each stream's writer held its tees (a full queue)."""
-        self.overshoot_bytes = dict.fromkeys(STREAMS, 0)
-        """What the tees of a stream may post beyond the high-water mark before they stop
-        (a read in flight and a pipe drained for a barrier or EOF, each); see `bound`."""
-        self.forced_bytes = dict.fromkeys(STREAMS, 0)
-        """Bytes posted while held because a barrier drained a pipe."""
+        self.largest_post = dict.fromkeys(STREAMS, 0)
+        self.most_posted_held = dict.fromkeys(STREAMS, 0)
+        """The most bytes posted to a stream within one hold (see `bound`)."""
+        self._posted_held = dict.fromkeys(STREAMS, 0)
         self.slowest_batch_s = dict.fromkeys(STREAMS, 0.0)
         self._held = dict.fromkeys(STREAMS, False)
         self._listeners: dict[str, list[tuple[Callable[[], None], Callable[[], None]]]] = {
@@ -79,23 +78,18 @@ class FileAppender:
 
     # -- backpressure -----------------------------------------------------------------------
 
-    def subscribe(
-        self,
-        stream: str,
-        hold: Callable[[], None],
-        release: Callable[[], None],
-        overshoot_bytes: int,
-    ) -> None:
+    def subscribe(self, stream: str, hold: Callable[[], None], release: Callable[[], None]) -> None:
         """A tee that posts to `stream`: `hold()` when its queue is full, `release()` when
-        it has room again. `overshoot_bytes` is the most it can post after being held."""
+        it has room again."""
         self._listeners[stream].append((hold, release))
-        self.overshoot_bytes[stream] += overshoot_bytes
         if self._held[stream]:
             hold()
 
     def bound(self, stream: str) -> int:
-        """The most bytes the stream's queue may ever hold while backpressure works."""
-        return QUEUE_HIGH_BYTES + self.overshoot_bytes[stream] + self.forced_bytes[stream]
+        """The most bytes the stream's queue may have held while backpressure worked: the
+        high-water mark, plus the post that crossed it, plus the most posted within one
+        hold (each tee's read in flight, and pipes drained for a barrier or at EOF)."""
+        return QUEUE_HIGH_BYTES + self.largest_post[stream] + self.most_posted_held[stream]
 
     def _hold(self, stream: str) -> None:
         self._held[stream] = True
@@ -105,21 +99,25 @@ class FileAppender:
 
     def _release(self, stream: str) -> None:
         self._held[stream] = False
+        self._posted_held[stream] = 0
         for _hold, release in self._listeners[stream]:
             release()
 
-    def post(self, stream: str, lines: list[bytes], forced: bool = False) -> None:
+    def post(self, stream: str, lines: list[bytes]) -> None:
         """Queue a batch for the stream's writer; never blocks the tee (a full queue holds
-        the tee's reading instead). `forced`: read for a barrier, which drains the pipe
-        even while held; such bytes raise the stream's bound by their size."""
+        the tee's reading instead)."""
         if self.stop.is_set():
             self.journal("file_post_after_close", stream=stream, lines=len(lines))
             return
         self._queues[stream].put_nowait(lines)
         self.posted_lines[stream] += len(lines)
         size = _size(lines)
-        if forced and self._held[stream]:
-            self.forced_bytes[stream] += size
+        if size > self.largest_post[stream]:
+            self.largest_post[stream] = size
+        if self._held[stream]:
+            held = self._posted_held[stream] = self._posted_held[stream] + size
+            if held > self.most_posted_held[stream]:
+                self.most_posted_held[stream] = held
         queued = self.queued_bytes[stream] + size
         self.queued_bytes[stream] = queued
         if queued > self.peak_queued_bytes[stream]:

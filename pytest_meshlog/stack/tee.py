@@ -27,15 +27,6 @@ if TYPE_CHECKING:
 CHUNK = 65536
 PEEK_LINES = 100
 _READS_PER_WAKEUP = 4
-_F_GETPIPE_SZ = 1032
-
-
-def _pipe_size(fd: int) -> int:
-    """The pipe's capacity (what one drain can read at most); 64 KiB if it cannot be asked."""
-    try:
-        return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
-    except OSError:
-        return 65536
 
 
 class StreamFwder:
@@ -72,7 +63,6 @@ class StreamFwder:
         self._loop = asyncio.get_running_loop()
         self._reading = False
         self._holds: set[str] = set()  # who holds the reading: "sender", "files"
-        self._barrier_drain = False  # reading for a barrier, held or not
         os.set_blocking(fd, False)
         if sender is not None:
             sender.on_sync = self.sync
@@ -80,12 +70,7 @@ class StreamFwder:
                 sender.conn.on_pause = lambda: self._hold("sender")
                 sender.conn.on_resume = lambda: self._release("sender")
         if files is not None:
-            files.subscribe(
-                stream,
-                lambda: self._hold("files"),
-                lambda: self._release("files"),
-                overshoot_bytes=(CHUNK + _pipe_size(fd)) * (len(prefix) + 3),
-            )
+            files.subscribe(stream, lambda: self._hold("files"), lambda: self._release("files"))
 
     def start(self) -> None:
         self._set_reading(True)
@@ -174,7 +159,7 @@ class StreamFwder:
             if self.sender is not None:
                 self.sender.send(batch)
             if self.files is not None:
-                self.files.post(self.stream, batch, forced=self._barrier_drain)
+                self.files.post(self.stream, batch)
 
     def _eof(self) -> None:
         """The pipe is done: forward the final partial line, post Flush(None) exactly once."""
@@ -199,11 +184,7 @@ class StreamFwder:
     def sync(self, version: int) -> None:
         """A barrier reached this stream: drain the pipe, then post Flush(version) behind it
         (also when held: a barrier covers what the child wrote before it began)."""
-        self._barrier_drain = True
-        try:
-            self.drain()
-        finally:
-            self._barrier_drain = False
+        self.drain()
         if self.sender is not None:
             self.sender.flush(version)
 
