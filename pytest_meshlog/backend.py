@@ -18,9 +18,7 @@ from fake_procs import Script
 from .markers import MeshOptions
 from .stack import BarrierOutcome, ChildSpec, ExitInfo, LoggingMeshClient, StackConfig, StopOutcome
 from .stack.client import Sink
-
-VARIANT_ENV = "MESHLOG_STACK_VARIANT"
-"""Set in every process of a mesh to run a deliberately broken variant (self-test)."""
+from .stack.patches import PATCH_ENV
 
 
 @dataclass(frozen=True)
@@ -104,8 +102,10 @@ class ReferenceBackend:
             log_dir=plan.log_dir,
         )
         env = dict(plan.env)
-        if self.variant is not None:
-            env[VARIANT_ENV] = self.variant  # the host and child halves of the variant
+        if self.variant is not None:  # the host and child halves of the broken variant
+            from .selftest.variants import PATCH, VARIANT_ENV
+
+            env.update({VARIANT_ENV: self.variant, PATCH_ENV: PATCH})
         scripts_dir = plan.workdir / "scripts"
         scripts_dir.mkdir(parents=True, exist_ok=True)
         children = []

@@ -4,8 +4,10 @@
 unless each one is caught by at least one scenario: proof that the harness's checks can
 fail. The first six are the weak points SPEC 1.11 names; the rest are the classic slips.
 A variant is selected by name through MESHLOG_STACK_VARIANT, which every process of a
-mesh inherits; each process patches its own half (host, child) when it starts, and the
-driver half is patched on one client instance only, so other tests are unaffected.
+mesh inherits; each process patches its own half (host, child) when it starts, through
+the stack's generic hook (`MESHLOG_STACK_PATCH=pytest_meshlog.selftest.variants:patch`,
+see `stack.patches`: the stack never imports the self-test), and the driver half is
+patched on one client instance only, so other tests are unaffected.
 """
 
 from __future__ import annotations
@@ -278,6 +280,18 @@ def apply_in_process(variant: str, role: str) -> None:
     where = _IN_PROCESS.get(variant)
     if where is not None and where[0] == role:
         where[1]()
+
+
+VARIANT_ENV = "MESHLOG_STACK_VARIANT"
+PATCH = f"{__name__}:patch"
+"""The value of `MESHLOG_STACK_PATCH` that applies the variant named in `VARIANT_ENV`."""
+
+
+def patch(role: str) -> None:
+    """The stack's patch hook (`stack.patches`): apply this process's half of the variant."""
+    variant = os.environ.get(VARIANT_ENV)
+    if variant:
+        apply_in_process(variant, role)
 
 
 def apply_to_driver(variant: str, mesh: Any) -> None:

@@ -28,6 +28,7 @@ from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
 from .forkserver import ForkedChild, StartGate, fork_module, forkable_module, warm_up
 from .journal import Journal
+from .patches import apply_patches
 from .procs import (
     become_subreaper,
     cmdline,
@@ -471,11 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(setup["env"])
     if args.host is None:
         parser.error("--host is required unless --spare")
-    variant = os.environ.get("MESHLOG_STACK_VARIANT")
-    if variant:  # the self-test's deliberately broken stacks
-        from ..selftest.variants import apply_in_process
-
-        apply_in_process(variant, "host")
+    apply_patches("host")  # MESHLOG_STACK_PATCH, from a test tool outside the stack
     return asyncio.run(_serve(args.host, args.ctl_fd, args.journal_dir))
 
 

@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from .forwarder import LogForwardActor
 from .journal import Journal
+from .patches import apply_patches
 
 START_TIMEOUT_S = 15.0
 QUIESCE_TIMEOUT_S = float(os.environ.get("MESHLOG_QUIESCE_TIMEOUT", "15"))
@@ -177,11 +178,7 @@ def save_coverage() -> None:
 
 def run_child(workload: Callable[[ChildRuntime], int | None]) -> NoReturn:
     """Run `workload` as a mesh child; quiesce and exit with its return code (0 for None)."""
-    variant = os.environ.get("MESHLOG_STACK_VARIANT")
-    if variant:  # the self-test's deliberately broken stacks
-        from ..selftest.variants import apply_in_process
-
-        apply_in_process(variant, "child")
+    apply_patches("child")  # MESHLOG_STACK_PATCH, from a test tool outside the stack
     rt = ChildRuntime()
     rt.start()
     try:
