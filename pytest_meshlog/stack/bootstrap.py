@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import spare
-from .channel import LISTEN_FD_ENV, PRIVATE_DIR_LOG_ENV, FrameConnection, listen
+from .channel import (
+    LISTEN_FD_ENV,
+    PRIVATE_DIR_LOG_ENV,
+    SECRET_FD_ENV,
+    FrameConnection,
+    MeshKey,
+    hand_key,
+    listen,
+)
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
 from .forkserver import ForkedChild, StartGate, fork_module, forkable_module, warm_up
@@ -82,6 +90,7 @@ class BootstrapProcManager:
         self.children: dict[int, ChildState] = {}
         self.files: FileAppender | None = None
         self._warmed: set[str] = set()
+        self.secret: bytes | None = None  # the mesh's, from the driver's spawn request
         self.stopped = asyncio.Event()
         self.ended: list[dict[str, Any]] = []
         """Descendants of children the host ended (journal `descendant_ended`)."""
@@ -101,8 +110,9 @@ class BootstrapProcManager:
         else:
             journal("file_appender_gated", reason=gate)
 
-    async def spawn(self, specs: list[dict[str, Any]]) -> None:
+    async def spawn(self, specs: list[dict[str, Any]], secret: bytes | None = None) -> None:
         """Start every child, then wire each stream's sender before its tee reads."""
+        self.secret = secret
         gate = StartGate()
         try:
             started = [self._start_child(spec, gate) for spec in specs]
@@ -118,9 +128,14 @@ class BootstrapProcManager:
         module = forkable_module(argv)
         channel = env.get("BOOTSTRAP_LOG_CHANNEL")
         listener = listen(channel) if channel else None  # served by the child, once it runs
-        keep = () if listener is None else (listener.fileno(),)
+        keep: tuple[int, ...] = () if listener is None else (listener.fileno(),)
         if listener is not None:
             env[LISTEN_FD_ENV] = str(listener.fileno())
+        key = None  # the mesh secret, on a descriptor only this child inherits
+        if listener is not None and self.secret is not None:
+            key = hand_key(MeshKey(self.secret, self.config.read_log_buffer))
+            keep = (*keep, key.fileno())
+            env[SECRET_FD_ENV] = str(key.fileno())
         proc: subprocess.Popen[bytes] | ForkedChild
         try:
             if module is not None:  # a Python child: fork it from this warmed-up host
@@ -134,6 +149,8 @@ class BootstrapProcManager:
         finally:
             if listener is not None:
                 listener.close()  # the child's copy is the one that serves
+            if key is not None:
+                key.close()
         child = ChildState(
             rank=rank,
             proc=proc,
@@ -161,6 +178,7 @@ class BootstrapProcManager:
                     hostname=self.hostname,
                     proc_id=f"proc[{child.rank}]",
                     journal=self.journal,
+                    secret=self.secret,
                 )
                 child.senders[stream] = sender
         if child.channel is not None:
@@ -428,7 +446,7 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
                 break
             kind = msg[0]
             if kind == "spawn":
-                await manager.spawn(msg[1])
+                await manager.spawn(msg[1], msg[2] if len(msg) > 2 else None)
             elif kind == "kill":
                 sent = manager.kill(msg[1], msg[2], msg[3])
                 if sent and msg[2] == signal.SIGSTOP:

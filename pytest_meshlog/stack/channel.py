@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hmac
 import itertools
 import json
 import os
@@ -22,10 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import wire
 from .wire import FrameDecoder, FrameError, decode, encode, frame
 
 OnMessage = Callable[["FrameConnection", list[Any]], None]
 OnClosed = Callable[["FrameConnection", BaseException | None], None]
+OnError = Callable[["FrameConnection", BaseException], None]
+
+HELLO_TIMEOUT_S = 10.0
+"""An accepted connection that has not proved itself (HELLO with the mesh secret) by then
+is refused: an idle stranger holds no slot and no buffer for long."""
+READ_REST_LIMIT = 64 * 1024 * 1024
+"""At most this much is read from a connection whose write failed (see `_read_rest`)."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,21 @@ def peer_credentials(sock: Any) -> PeerCred | None:
 
 
 class FrameConnection(asyncio.Protocol):
-    """One framed connection; `info` holds what the peer said in its HELLO."""
+    """One framed connection; `info` holds what the peer said in its HELLO.
 
-    def __init__(self, on_message: OnMessage, on_closed: OnClosed | None = None) -> None:
+    Nothing a peer sends can take more than its own connection down: a frame over the
+    connection's limit is refused at its header, a message that fails `validate` (or
+    whose handler fails) closes this connection only, and both are reported through
+    `on_frame_error` / `on_handler_error`. A write that fails (the peer is gone) never
+    discards what the peer sent before it went: that is read to the end first."""
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        on_closed: OnClosed | None = None,
+        *,
+        max_frame: int = wire.MAX_FRAME,
+    ) -> None:
         self.on_message = on_message
         self.on_closed = on_closed
         self.on_raw: Callable[[FrameConnection, bytes], bool] | None = None
@@ -66,14 +87,41 @@ class FrameConnection(asyncio.Protocol):
         self.accept_peer: Callable[[FrameConnection, PeerCred], bool] | None = None
         """Asked once when an accepted connection is made; False closes it at once."""
         self.on_frame_error: Callable[[FrameConnection, FrameError], None] | None = None
+        self.on_handler_error: OnError | None = None
+        """A handler raised something other than FrameError: a bug, reported, not printed."""
+        self.validate: Callable[[FrameConnection, list[Any]], None] | None = None
+        """Checks each decoded message before its handler; raises FrameError to reject it."""
+        self.gate: Callable[[FrameConnection, list[Any]], str | None] | None = None
+        """Sees the first message alone: a reason refuses the connection, None admits it."""
+        self.on_refused: Callable[[FrameConnection, str], None] | None = None
+        self.hello_timeout: float | None = None
+        self.peer: PeerCred | None = None
         self.refused = False
-        self._decoder = FrameDecoder()
+        self.handler_error: BaseException | None = None
+        self.read_after_write_error = 0
+        """Bytes read to the end after a failed write (finding: a write error discarded them)."""
+        self._decoder = FrameDecoder(max_frame)
         self._outgoing: list[bytes] | None = None  # frames waiting for the end of this turn
+        self._hello_timer: asyncio.TimerHandle | None = None
 
     @property
     def active(self) -> bool:
-        """TxStatus::Active: connected and not closed by either side."""
-        return self.transport is not None and not self.closed.is_set()
+        """TxStatus::Active: connected and not closed (nor closing) by either side."""
+        t = self.transport
+        return t is not None and not self.closed.is_set() and not t.is_closing()
+
+    @property
+    def max_frame(self) -> int:
+        return self._decoder.limit
+
+    @max_frame.setter
+    def max_frame(self, limit: int) -> None:
+        self._decoder.limit = limit
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame."""
+        return self._decoder.buffered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -84,25 +132,97 @@ class FrameConnection(asyncio.Protocol):
                 cred = peer_credentials(transport.get_extra_info("socket"))
             except OSError:
                 cred = PeerCred(-1, -1, -1)  # unknown peer: refuse
+            self.peer = cred
             if cred is not None and not self.accept_peer(self, cred):
                 self.refused = True
                 transport.abort()
+                return
+        if self.gate is not None and self.hello_timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._hello_timer = loop.call_later(self.hello_timeout, self._hello_late)
+
+    def _hello_late(self) -> None:
+        if self.gate is not None and self.active:
+            self.refuse(f"no HELLO with the mesh secret within {self.hello_timeout}s")
+
+    def refuse(self, reason: str) -> None:
+        """Drop this connection: it did not prove it belongs to the mesh."""
+        if self.refused:
+            return
+        self.refused = True
+        if self.on_refused is not None:
+            self.on_refused(self, reason)
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self.refused or self.frame_error is not None or self.handler_error is not None:
+            return  # this connection is being dropped: nothing more of it is handled
         try:
             bodies = self._decoder.frames(data)
-            handle, raw = self.on_message, self.on_raw
+            handle, raw, validate = self.on_message, self.on_raw, self.validate
             for body in bodies:
+                if self.gate is not None:
+                    msg = decode(body)
+                    reason = self.gate(self, msg)
+                    if reason is not None:
+                        self.refuse(reason)
+                        return
+                    self.gate = None
+                    if self._hello_timer is not None:
+                        self._hello_timer.cancel()
+                    handle(self, msg)
+                    if self.refused:
+                        return
+                    continue
                 if raw is not None and raw(self, body):
                     continue
-                handle(self, decode(body))
+                msg = decode(body)
+                if validate is not None:
+                    validate(self, msg)
+                handle(self, msg)
+                if self.refused:
+                    return
         except FrameError as exc:
             self.frame_error = exc
             if self.on_frame_error is not None:
                 self.on_frame_error(self, exc)
             self.close()
+        except Exception as exc:  # a bug of ours, triggered by this peer: only it goes
+            self.handler_error = exc
+            if self.on_handler_error is not None:
+                self.on_handler_error(self, exc)
+            self.close()
+
+    def _read_rest(self) -> None:
+        """The transport gave up after a failed write (EPIPE: the peer has gone). Whatever
+        the peer sent before it went is still in our socket's receive queue, unread:
+        handle it now, to the end, before the connection counts as lost."""
+        transport = self.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            fd = sock.fileno()
+        except OSError:
+            return
+        while self.read_after_write_error < READ_REST_LIMIT and not (
+            self.refused or self.frame_error or self.handler_error
+        ):
+            try:
+                data = os.read(fd, 256 * 1024)
+            except OSError:  # EAGAIN: all of it is read (the peer is gone); or truly broken
+                return
+            if not data:
+                return
+            self.read_after_write_error += len(data)
+            self.data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        if exc is not None and not self.refused:
+            self._read_rest()
         self.closed.set()
         if not self.writable.is_set():  # a producer paused on us must not wait forever
             self.writable.set()
@@ -186,26 +306,102 @@ class FrameConnection(asyncio.Protocol):
 
 
 def guard_accepted(
-    conn: FrameConnection, where: str, journal: Callable[..., None]
+    conn: FrameConnection,
+    where: str,
+    journal: Callable[..., None],
+    *,
+    secret: bytes | None = None,
+    roles: tuple[str, ...] = (),
+    kinds: tuple[int, ...] = (),
+    max_lines: int | None = None,
+    max_frame: int = wire.MAX_FRAME,
 ) -> FrameConnection:
-    """Lock down a connection a server accepted: a peer of another uid is refused at once
-    (`connection_refused`), a bad frame closes the connection (`frame_rejected`). Either
-    way only that connection goes; the server keeps serving the others."""
+    """Lock down a connection a server accepted. A peer of another uid is refused at once
+    (`connection_refused`). The first frame must be a HELLO of one of `roles`; with a
+    `secret`, it must carry the mesh's secret or the connection is refused. Until then a
+    frame may be at most `wire.HELLO_MAX` bytes, after it `max_frame`; later messages
+    must be one of `kinds`, or a Log of at most `max_lines` lines if that is given. A bad frame
+    closes the connection (`frame_rejected`), a handler that fails on it too
+    (`message_failed`). Whatever happens, only that connection goes; the server keeps
+    serving the others."""
     me = os.getuid()
+
+    def pid() -> int | None:
+        return None if conn.peer is None else conn.peer.pid
 
     def check(c: FrameConnection, cred: PeerCred) -> bool:
         if cred.uid == me:
             return True
-        journal("connection_refused", peer_uid=cred.uid, peer_pid=cred.pid, where=where)
+        journal(
+            "connection_refused", peer_uid=cred.uid, peer_pid=cred.pid, where=where,
+            reason="another user",
+        )  # fmt: skip
         return False
 
+    def refused(c: FrameConnection, reason: str) -> None:
+        uid = None if c.peer is None else c.peer.uid
+        journal("connection_refused", peer_uid=uid, peer_pid=pid(), where=where, reason=reason)
+
+    def hello(c: FrameConnection, msg: list[Any]) -> str | None:
+        info = wire.check_hello(msg, roles)
+        given = info.pop("secret", None)
+        if secret is not None:
+            if not isinstance(given, bytes):
+                return "HELLO without the mesh secret"
+            if not hmac.compare_digest(given, secret):
+                return "HELLO with a wrong mesh secret"
+        c.max_frame = max_frame
+        return None
+
+    def control(c: FrameConnection, msg: list[Any]) -> None:
+        if max_lines is not None and type(msg[0]) is int and msg[0] == wire.LOG:
+            wire.check_log(msg, max_lines)
+        else:
+            wire.check_control(msg, kinds)
+
     def rejected(c: FrameConnection, exc: FrameError) -> None:
-        journal("frame_rejected", where=where, error=str(exc))
+        journal("frame_rejected", where=where, error=str(exc), peer_pid=pid())
+
+    def failed(c: FrameConnection, exc: BaseException) -> None:
+        journal("message_failed", where=where, error=repr(exc), peer_pid=pid())
 
     conn.accept_peer = check
     conn.on_frame_error = rejected
+    conn.on_handler_error = failed
+    conn.on_refused = refused
+    conn.max_frame = min(max_frame, wire.HELLO_MAX) if roles else max_frame
+    if roles:
+        conn.gate = hello
+        conn.hello_timeout = HELLO_TIMEOUT_S
+    if kinds or max_lines is not None:
+        conn.validate = control
     return conn
 
+
+def guard_dialed(
+    conn: FrameConnection, where: str, journal: Callable[..., None], kinds: tuple[int, ...]
+) -> FrameConnection:
+    """The same checks for a connection this process dialed: its peer may send only
+    `kinds`, in small frames; anything else closes it and is journaled."""
+
+    def control(c: FrameConnection, msg: list[Any]) -> None:
+        wire.check_control(msg, kinds)
+
+    def rejected(c: FrameConnection, exc: FrameError) -> None:
+        journal("frame_rejected", where=where, error=str(exc), peer_pid=None)
+
+    def failed(c: FrameConnection, exc: BaseException) -> None:
+        journal("message_failed", where=where, error=repr(exc), peer_pid=None)
+
+    conn.validate = control
+    conn.on_frame_error = rejected
+    conn.on_handler_error = failed
+    conn.max_frame = wire.HELLO_MAX
+    return conn
+
+
+BACKLOG = 1024
+"""Connections a listening socket queues before its server accepts them."""
 
 LISTEN_FD_ENV = "MESHLOG_CHANNEL_FD"
 """Set by the bootstrap: the child's channel socket, already bound and listening, so the
@@ -217,7 +413,7 @@ def listen(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
-        sock.listen(1024)
+        sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -251,9 +447,9 @@ async def serve(path: str, factory: Callable[[], FrameConnection]) -> asyncio.Ab
     listening socket inherited for it if there is one."""
     loop = asyncio.get_running_loop()
     inherited = adopt_listener(path)
-    if inherited is not None:
-        return await loop.create_unix_server(factory, sock=inherited)
-    return await loop.create_unix_server(factory, path=path, backlog=1024)
+    if inherited is not None:  # asyncio listens again on it: with its own default of 100
+        return await loop.create_unix_server(factory, sock=inherited, backlog=BACKLOG)
+    return await loop.create_unix_server(factory, path=path, backlog=BACKLOG)
 
 
 async def dial(
@@ -278,6 +474,74 @@ async def dial(
             continue
         await loop.connect_accepted_socket(lambda: conn, sock)
         return conn
+
+
+SECRET_FD_ENV = "MESHLOG_SECRET_FD"
+"""Set by the bootstrap: a descriptor (one end of a socketpair) holding the mesh secret
+and the channel's batch size. Only the descriptor's number is in the environment; the
+child reads it once at start and closes it (a socket, unlike a pipe, cannot be reopened
+through /proc/<pid>/fd by another process)."""
+
+
+@dataclass(frozen=True)
+class MeshKey:
+    """What a child needs to take part in its mesh's channels."""
+
+    secret: bytes
+    batch_lines: int
+
+
+def new_secret() -> bytes:
+    import secrets
+
+    return secrets.token_bytes(wire.SECRET_BYTES)
+
+
+def hand_key(key: MeshKey) -> socket.socket:
+    """The end a child inherits; the key is already in it, and the other end is closed."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        mine.sendall(wire.encode(("key", key.secret, key.batch_lines)))
+    finally:
+        mine.close()
+    theirs.set_inheritable(True)
+    return theirs
+
+
+def take_key(environ: dict[str, str] | None = None) -> MeshKey | None:
+    """In a child: read and close the key descriptor named by SECRET_FD_ENV (consumed)."""
+    raw = os.environ.pop(SECRET_FD_ENV, None)
+    if environ is not None:
+        environ.pop(SECRET_FD_ENV, None)
+    if raw is None or not raw.isdigit():
+        return None
+    try:
+        sock = socket.socket(fileno=int(raw))
+    except OSError:
+        return None
+    if sock.family != socket.AF_UNIX:
+        sock.detach()  # not ours: leave whatever that fd is alone
+        return None
+    try:
+        sock.settimeout(5.0)
+        data = b""
+        while True:
+            more = sock.recv(65536)
+            if not more:
+                break
+            data += more
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    try:
+        msgs = FrameDecoder(wire.HELLO_MAX).feed(data)
+        _, secret, batch_lines = msgs[0]
+    except (FrameError, ValueError, IndexError, TypeError):
+        return None
+    if not isinstance(secret, bytes) or not isinstance(batch_lines, int) or batch_lines < 1:
+        return None
+    return MeshKey(secret, batch_lines)
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from .channel import take_key
 from .forwarder import LogForwardActor
 from .journal import Journal
 from .patches import apply_patches
@@ -43,6 +45,7 @@ class ChildRuntime:
         self._client_addr = env.get("MESHLOG_CLIENT_ADDR") or None
         self._stream_to_client = env.get("MESHLOG_STREAM_TO_CLIENT", "1") != "0"
         self._journal = Journal(env.get("MESHLOG_JOURNAL_DIR") or None, f"rank{self.rank}")
+        self._key = take_key(env)  # the mesh secret, from the descriptor the bootstrap left
         self._acked = 0
         self._acked_cond = threading.Condition()
         self._quiesce_once = threading.Lock()
@@ -82,19 +85,27 @@ class ChildRuntime:
             # with run_until_complete left a gap before run_forever in which a quick
             # workload could quiesce, see no running loop, and exit without relaying.)
             loop = asyncio.new_event_loop()
+            loop.set_exception_handler(self._loop_error)
             self._loop = loop
             starting = loop.create_task(start_forwarder())
             loop.run_forever()
             del starting
 
+        _journal_asyncio_logs(self._journal)
         threading.Thread(target=run, name="meshlog-forwarder", daemon=True).start()
         if not ready.wait(START_TIMEOUT_S + 1):
             failure.append(TimeoutError("forwarder did not start"))
-        if failure:
+        if failure:  # the journal, never the child's stderr: that stream is being judged
             self._journal("forwarder_failed", error=repr(failure[0]))
-            print(
-                f"meshlog child rank {self.rank}: forwarder failed: {failure[0]}", file=sys.stderr
-            )
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio would print to stderr (the child's stderr: judged) is journaled."""
+        exc = context.get("exception")
+        self._journal(
+            "forwarder_error",
+            message=str(context.get("message", "")),
+            error=None if exc is None else repr(exc),
+        )
 
     async def _start_forwarder(self, ready: threading.Event) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -108,6 +119,7 @@ class ChildRuntime:
             on_stop=self._stop_requested,
             on_ack=self._on_ack,
             stream_to_client=self._stream_to_client,
+            key=self._key,
         )
         await self._fwd.start(deadline)
         if self._channel is not None:
@@ -162,6 +174,24 @@ class ChildRuntime:
                 self._journal("tails_missing", streams=sorted(fwd.eof_streams))
         await fwd.say_bye(deadline)
         fwd.close()
+
+
+class _JournalHandler(logging.Handler):
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(logging.DEBUG)
+        self.journal = journal
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.journal("forwarder_log", level=record.levelname, message=record.getMessage())
+
+
+def _journal_asyncio_logs(journal: Journal) -> None:
+    """asyncio's own log (e.g. a connection it dropped) goes to the journal; by default it
+    reaches the child's stderr through logging's last-resort handler."""
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(_JournalHandler(journal))
+    logger.propagate = False
 
 
 def save_coverage() -> None:

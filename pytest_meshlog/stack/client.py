@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from . import wire
 from .aggregate import Aggregator
-from .channel import FrameConnection, guard_accepted, serve
+from .channel import FrameConnection, guard_accepted, new_secret, serve
 from .journal import Journal
 
 Sink = Callable[[int, bytes], None]
@@ -100,9 +100,21 @@ class LogClientActor:
     """Serves the client address; all methods run on the driver's stack loop."""
 
     def __init__(
-        self, address: str, journal: Journal, sink: Sink | None = None, consume_delay: float = 0.0
+        self,
+        address: str,
+        journal: Journal,
+        sink: Sink | None = None,
+        consume_delay: float = 0.0,
+        *,
+        batch_lines: int = 100,
+        secret: bytes | None = None,
     ) -> None:
         self.address = address
+        self.batch_lines = batch_lines
+        """The hosts' HYPERACTOR_READ_LOG_BUFFER: no legal frame holds more lines."""
+        self.secret = secret if secret is not None else new_secret()
+        """The mesh secret: a forwarder's HELLO must carry it (the bootstrap hands it to
+        the children it starts, never through argv or the environment)."""
         self.consume_delay = consume_delay  # fault injection: a slow consumer
         self.journal = journal
         self.sink: Sink = sink or stdio_sink
@@ -124,7 +136,14 @@ class LogClientActor:
 
     def _accept(self) -> FrameConnection:
         return guard_accepted(
-            FrameConnection(self._on_message, self._on_closed), "client", self.journal
+            FrameConnection(self._on_message, self._on_closed),
+            "client",
+            self.journal,
+            secret=self.secret,
+            roles=("forwarder",),
+            kinds=(wire.FLUSH, wire.BYE),
+            max_lines=self.batch_lines,
+            max_frame=wire.max_log_frame(self.batch_lines),
         )
 
     # -- data -------------------------------------------------------------------------------
@@ -138,9 +157,13 @@ class LogClientActor:
         elif kind == wire.FLUSH:
             if msg[1] is not None:
                 self._on_ack(conn.info["rank"], msg[1])
-        elif kind == wire.HELLO:
+        elif kind == wire.HELLO:  # checked by the guard: role, fields and the mesh secret
+            rank = msg[2]["rank"]
+            old = self.forwarders.get(rank)
+            if old is not None and old is not conn and (old.active or rank in self.said_bye):
+                conn.refuse(f"rank {rank} is already connected")
+                return
             conn.info = dict(msg[2])
-            rank = conn.info["rank"]
             self.forwarders[rank] = conn
             self.journal("forwarder_connected", rank=rank)
             self._poke()

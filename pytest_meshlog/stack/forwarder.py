@@ -16,10 +16,23 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
-from .channel import FrameConnection, dial, guard_accepted, private_dir, serve
+from .channel import (
+    FrameConnection,
+    MeshKey,
+    dial,
+    guard_accepted,
+    guard_dialed,
+    private_dir,
+    serve,
+)
 from .journal import Journal
 
 HEARTBEAT_S = 1.0
+DEFAULT_BATCH_LINES = 100
+CHANNEL_KINDS = (wire.FLUSH, wire.STOP)
+"""What the bootstrap's senders and the self-dial may send besides HELLO and Log."""
+CLIENT_KINDS = (wire.FORCE_SYNC, wire.SET_MODE)
+"""What the client may send to a forwarder."""
 
 
 class LogForwardActor:
@@ -37,6 +50,7 @@ class LogForwardActor:
         on_stop: Callable[[], None],
         on_ack: Callable[[int], None],
         stream_to_client: bool = True,
+        key: MeshKey | None = None,
     ) -> None:
         self.rank = rank
         self.hostname = hostname
@@ -47,6 +61,10 @@ class LogForwardActor:
         self.on_stop = on_stop
         self.on_ack = on_ack
         self.stream_to_client = stream_to_client
+        self.key = key
+        """The mesh secret (every peer of the channel must show it) and the batch size,
+        from the bootstrap; None when the child was not started by one."""
+        self.batch_lines = key.batch_lines if key is not None else DEFAULT_BATCH_LINES
         self.client: FrameConnection | None = None
         self.senders: dict[str, FrameConnection] = {}
         self.senders_ready = asyncio.Event()
@@ -66,36 +84,59 @@ class LogForwardActor:
             self._tmpdir = private_dir("ml-fwd-")
             path = os.path.join(self._tmpdir, "fwd.sock")
         self._server = await serve(path, self._accept)
-        self._self_tx = await dial(path, FrameConnection(_ignore), deadline, what="self-dial")
-        self._self_tx.send((wire.HELLO, "self", {}))
+        self_tx = guard_dialed(FrameConnection(_ignore), "forwarder_self", self.journal, ())
+        self._self_tx = await dial(path, self_tx, deadline, what="self-dial")
+        self._self_tx.send((wire.HELLO, "self", self._proof({})))
         if self.client_addr:
             client = FrameConnection(self._on_client_message, self._on_client_closed)
+            guard_dialed(client, "forwarder_client", self.journal, CLIENT_KINDS)
             client.on_pause = self._pause_senders
             client.on_resume = self._resume_senders
             self.client = await dial(self.client_addr, client, deadline, what="log client")
             info = {"rank": self.rank, "hostname": self.hostname, "proc_id": self.proc_id}
-            client.send((wire.HELLO, "forwarder", {**info, "pid": os.getpid()}))
+            client.send((wire.HELLO, "forwarder", self._proof({**info, "pid": os.getpid()})))
         self.journal("forwarder_started", rank=self.rank, channel=path)
         self._post_heartbeat()
 
     # -- served channel -------------------------------------------------------------------
 
+    def _proof(self, info: dict[str, Any]) -> dict[str, Any]:
+        """A HELLO's info with the mesh secret, when there is one."""
+        return info if self.key is None else {**info, "secret": self.key.secret}
+
     def _accept(self) -> FrameConnection:
         conn = FrameConnection(self._on_channel_message, self._on_channel_closed)
         conn.on_raw = self._relay_raw
-        return guard_accepted(conn, "forwarder_channel", self.journal)
+        return guard_accepted(
+            conn,
+            "forwarder_channel",
+            self.journal,
+            secret=None if self.key is None else self.key.secret,
+            roles=("self", "sender"),
+            kinds=CHANNEL_KINDS,
+            max_lines=self.batch_lines,
+            max_frame=wire.max_log_frame(self.batch_lines),
+        )
 
     def _relay_raw(self, conn: FrameConnection, body: bytes) -> bool:
-        """The hot path: a Log frame goes to the client as it came, never decoded."""
+        """The hot path: a Log frame is decoded and checked (at C speed: one unpack, one
+        count of its newlines), then goes to the client as it came. A bad one raises
+        FrameError, which closes only the connection that sent it."""
         if not wire.is_log(body):
             return False
+        if conn.info.get("role") != "sender":
+            raise wire.FrameError("a Log from a peer that is not a sender")
+        wire.check_log(wire.decode(body), self.batch_lines)
         if self.stream_to_client and self.client is not None:
             self.client.send_frame(body, defer=True)
         return True
 
     def _on_channel_message(self, conn: FrameConnection, msg: list[Any]) -> None:
         kind = msg[0]
-        if kind == wire.LOG:
+        role = conn.info.get("role")
+        if kind == wire.LOG:  # validated by the guard (a Log the fast path did not spot)
+            if role != "sender":
+                raise wire.FrameError("a Log from a peer that is not a sender")
             if self.stream_to_client and self.client is not None:
                 self.client.send(tuple(msg))
         elif kind == wire.FLUSH:
@@ -109,6 +150,11 @@ class LogForwardActor:
                 self.eof_streams.add(conn.info["stream"])
                 self._check_tails()
         elif kind == wire.HELLO:
+            if msg[1] == "sender":
+                old = self.senders.get(msg[2]["stream"])
+                if old is not None and old.active:
+                    conn.refuse(f"a second sender for {msg[2]['stream']}")
+                    return
             conn.info = {"role": msg[1], **msg[2]}
             if msg[1] == "sender":
                 self.senders[msg[2]["stream"]] = conn
@@ -117,6 +163,8 @@ class LogForwardActor:
                 if len(self.senders) == 2:
                     self.senders_ready.set()
         elif kind == wire.STOP:
+            if role != "sender":
+                raise wire.FrameError("a Stop from a peer that is not a sender")
             self.journal("stop_requested")
             self.on_stop()
 

@@ -132,8 +132,9 @@ class LoggingMeshClient:
         for path, owner in sweep_stale(os.path.dirname(self.sockdir)):  # of killed drivers
             self.journal("stale_dir_removed", path=path, owner_pid=owner)
         self.client = LogClientActor(
-            os.path.join(self.sockdir, "client.sock"), self.journal, sink, consume_delay
-        )
+            os.path.join(self.sockdir, "client.sock"), self.journal, sink, consume_delay,
+            batch_lines=self.config.read_log_buffer,
+        )  # fmt: skip
         self.stream_to_client = stream_to_client
         self.aggregate_window_sec = aggregate_window_sec
         self.exits: dict[int, ExitInfo] = {}
@@ -209,7 +210,7 @@ class LoggingMeshClient:
                 argv = children[rank].argv
                 if len(argv) > 2 and argv[1] == "-m":
                     self._child_modules.add(argv[2])
-            host.ctl.send(("spawn", specs))
+            host.ctl.send(("spawn", specs, self.client.secret))  # over the trusted socketpair
         for host in self._hosts:
             waiting = set(host.ranks)
             while waiting:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
-from .channel import FrameConnection, dial
+from .channel import FrameConnection, dial, guard_dialed
 from .journal import Journal
 
 
@@ -20,7 +20,14 @@ class LocalLogSender:
     """Dials the child's BOOTSTRAP_LOG_CHANNEL for one stream and watches its liveness."""
 
     def __init__(
-        self, *, rank: int, stream: str, hostname: str, proc_id: str, journal: Journal
+        self,
+        *,
+        rank: int,
+        stream: str,
+        hostname: str,
+        proc_id: str,
+        journal: Journal,
+        secret: bytes | None = None,
     ) -> None:
         self.rank = rank
         self.stream = stream
@@ -28,6 +35,7 @@ class LocalLogSender:
         self.hostname = hostname
         self.proc_id = proc_id
         self.journal = journal
+        self.secret = secret  # shown in the HELLO: the forwarder admits only its mesh
         self.conn: FrameConnection | None = None
         self.on_sync: Callable[[int], None] | None = None
         self.skipped_lines = 0
@@ -35,13 +43,17 @@ class LocalLogSender:
 
     async def connect(self, channel: str, deadline: float) -> bool:
         conn = FrameConnection(self._on_message, self._on_closed)
+        guard_dialed(conn, f"sender_{self.stream}", self.journal, (wire.SYNC,))
         try:
             await dial(channel, conn, deadline, what=f"rank {self.rank} forwarder ({self.stream})")
         except (TimeoutError, OSError) as exc:
             self.journal("sender_failed", rank=self.rank, stream=self.stream, error=str(exc))
             return False
         self.conn = conn
-        conn.send((wire.HELLO, "sender", {"stream": self.stream, "rank": self.rank}))
+        info: dict[str, Any] = {"stream": self.stream, "rank": self.rank}
+        if self.secret is not None:
+            info["secret"] = self.secret
+        conn.send((wire.HELLO, "sender", info))
         self.journal("sender_connected", rank=self.rank, stream=self.stream)
         return True
 
