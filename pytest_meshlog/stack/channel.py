@@ -159,22 +159,26 @@ class FrameConnection(asyncio.Protocol):
         if self.refused or self.frame_error is not None or self.handler_error is not None:
             return  # this connection is being dropped: nothing more of it is handled
         try:
+            handle, raw = self.on_message, self.on_raw
+            if self.gate is not None:  # the HELLO alone, under its own small limit
+                bodies = self._decoder.frames(data, first_only=True)
+                if not bodies:
+                    return
+                msg = decode(bodies[0])
+                reason = self.gate(self, msg)
+                if reason is not None:
+                    self.refuse(reason)
+                    return
+                self.gate = None
+                if self._hello_timer is not None:
+                    self._hello_timer.cancel()
+                handle(self, msg)
+                if self.refused:
+                    return
+                data = b""  # what followed it is buffered: decoded under the new limit
             bodies = self._decoder.frames(data)
-            handle, raw, validate = self.on_message, self.on_raw, self.validate
+            validate = self.validate
             for body in bodies:
-                if self.gate is not None:
-                    msg = decode(body)
-                    reason = self.gate(self, msg)
-                    if reason is not None:
-                        self.refuse(reason)
-                        return
-                    self.gate = None
-                    if self._hello_timer is not None:
-                        self._hello_timer.cancel()
-                    handle(self, msg)
-                    if self.refused:
-                        return
-                    continue
                 if raw is not None and raw(self, body):
                     continue
                 msg = decode(body)

@@ -71,6 +71,7 @@ class LogForwardActor:
         self.eof_streams: set[str] = set()
         self.tails_done = asyncio.Event()
         self._self_tx: FrameConnection | None = None
+        self._self_rx: FrameConnection | None = None  # its accepted end
         self._pending: dict[int, set[object]] = {}
         self._heartbeat_due = False
         self._server: asyncio.AbstractServer | None = None
@@ -155,6 +156,11 @@ class LogForwardActor:
                 if old is not None and old.active:
                     conn.refuse(f"a second sender for {msg[2]['stream']}")
                     return
+            elif self._self_rx is not None:
+                conn.refuse("a second self-dial")
+                return
+            else:
+                self._self_rx = conn
             conn.info = {"role": msg[1], **msg[2]}
             if msg[1] == "sender":
                 self.senders[msg[2]["stream"]] = conn

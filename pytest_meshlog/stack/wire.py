@@ -72,8 +72,9 @@ class FrameDecoder:
         """Bytes held for a frame not yet complete."""
         return len(self._buf)
 
-    def frames(self, data: bytes) -> list[bytes]:
-        """The bodies of every frame completed by `data` (length prefix removed)."""
+    def frames(self, data: bytes, first_only: bool = False) -> list[bytes]:
+        """The bodies of every frame completed by `data` (length prefix removed); with
+        `first_only`, at most one, the rest stays buffered (the limit may change after it)."""
         buf = self._buf
         buf += data
         out: list[bytes] = []
@@ -89,6 +90,8 @@ class FrameDecoder:
                 break
             out.append(bytes(buf[pos + 4 : pos + 4 + size]))
             pos += 4 + size
+            if first_only:
+                break
         if pos:
             del buf[:pos]
         return out
