@@ -19,6 +19,7 @@ import pytest
 from fake_procs import CrashHow, FakeProcs, read_progress
 
 from .harness import Mesh, MeshHarness
+from .markers import HOSTILE_ATTACKS
 from .report import BarrierResult
 
 
@@ -432,3 +433,40 @@ def _barrier_states(mesh: Mesh, procs: int) -> list[str]:
         else:
             states.append("before")
     return states
+
+
+@pytest.mark.meshlog_fault("slow_client", delay=3.0)
+def test_write_to_an_exited_childs_connection(
+    meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
+) -> None:
+    """A child ends while the slow client has not yet read what it sent; the driver then
+    writes to its connection (SetMode), which fails: the child is gone. What it sent before
+    it went (its lines and its Bye) is still read to the end, never thrown away."""
+    meshlog.require("set_mode", "the test changes the mode of a running mesh")
+    s = fake_procs.script().line().sleep(0.3).flood(60, 40).partial()
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    mesh.wait_scripts()
+    mesh.set_mode(stream_to_client=True)  # written to every exited child's connection
+    mesh.stop().assert_clean()
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        pytest.param(a, marks=pytest.mark.meshlog_fault("hostile_peer", rank=0, attack=a))
+        for a in HOSTILE_ATTACKS
+    ],
+)
+def test_hostile_peer(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, attack: str) -> None:
+    """A local peer of the same user attacks rank 0's sockets (its channel and the client)
+    without the mesh's secret: only its own connection goes, every rank (rank 0 included)
+    loses nothing, and the barriers complete."""
+    s = fake_procs.script().flood(50, 40).barrier(timeout=20).flood(50, 40).partial()
+    mesh = meshlog.spawn([s] * procs, env="prod")
+    assert mesh.hostile and set(mesh.hostile.values()) == {"closed"}, (
+        f"{attack}: the attacked sockets did {mesh.hostile}"
+    )
+    result = _flush_until_everyone_waited(mesh, procs)
+    assert result.completed, result
+    mesh.wait_scripts()
+    mesh.stop().assert_clean()

@@ -74,6 +74,8 @@ class Mesh:
         self.stack = stack
         self.workdir = client.workdir
         self.barriers: list[BarrierOutcome] = []
+        self.hostile: dict[str, str] = {}
+        """What each attacked socket did to a `hostile_peer` (socket -> closed/open/...)."""
         self.outcome: StopOutcome | None = None
         self.report: TeardownReport | None = None
         self._killed: set[int] = set()
@@ -107,6 +109,12 @@ class Mesh:
         with self._lock:
             self.barriers.append(outcome)
         return ev.barrier_result(outcome)
+
+    def set_mode(self, stream_to_client: bool = True) -> None:
+        """SetMode to every forwarder the client knows (a write to each connection)."""
+        self._check_running("set_mode")
+        window = self.options.aggregate_window_sec if stream_to_client else None
+        self._client.set_mode(stream_to_client=stream_to_client, aggregate_window_sec=window)  # type: ignore[attr-defined]
 
     def wait_scripts(self, timeout: float | None = None) -> dict[int, ExitInfo]:
         """Wait until every child finished its script (crashers included)."""
@@ -288,6 +296,15 @@ class MeshHarness:
         for fault in self.faults:
             if fault.kind == "close_channel":
                 client.inject(fault.rank, "close_channel")
+            elif fault.kind == "hostile_peer":
+                from .hostile import attack
+
+                surface = getattr(client, "attack_surface", None)
+                if surface is None:
+                    mesh.stop()
+                    pytest.skip(f"stack {self.backend.name} names no attack_surface(rank)")
+                how = fault.params.get("attack", "garbage")
+                mesh.hostile.update(attack(surface(fault.rank), how, fault.rank))
         return mesh
 
     def _apply_script_faults(self, scripts: tuple[Script, ...]) -> tuple[Script, ...]:

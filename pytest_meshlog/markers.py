@@ -15,7 +15,8 @@ MARKERS = {
     "prefix_with_rank=, read_log_buffer=, stream_to_client=): mesh settings for one test",
     "meshlog_fault": "meshlog_fault(kind, rank=0, **params): failure injection on top of the "
     "scripts; kinds: " + ", ".join(sorted(("crash", "sigkill_forwarder", "close_channel",
-                                             "slow_client", "file_write_error", "slow_files", "hang"))),
+                                             "slow_client", "file_write_error", "slow_files", "hang",
+                                             "hostile_peer"))),
     "meshlog_expect": "meshlog_expect(lost_at_most=0, barrier='complete'|'timeout'): what the "
     "test expects instead of 'nothing lost, every barrier completes'",
     "meshlog_catalog": "a scenario of the built-in teardown catalog (added by --meshlog); "
@@ -30,7 +31,10 @@ FAULT_KINDS: dict[str, set[str]] = {
     "file_write_error": set(),  # the host's file writes fail
     "slow_files": {"delay"},  # the host's file writes are slow (a slow disk)
     "hang": set(),  # the rank never finishes its script on its own
+    "hostile_peer": {"attack"},  # a local peer of the same user attacks the rank's sockets
 }
+HOSTILE_ATTACKS = ("garbage", "oversized_header", "malformed_log", "impostor_hello")
+"""What a `hostile_peer` sends to each socket of the rank's attack surface (see harness)."""
 
 
 class MarkerError(ValueError):
@@ -148,6 +152,12 @@ class Fault:
             _check(
                 isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= 5,
                 f"meshlog_fault marker: {kind} delay={delay!r} must be a number of seconds in [0, 5]",
+            )
+        if kind == "hostile_peer":
+            attack = params.get("attack", "garbage")
+            _check(
+                attack in HOSTILE_ATTACKS,
+                f"meshlog_fault marker: hostile_peer attack={attack!r} is not one of {', '.join(HOSTILE_ATTACKS)}",
             )
         return cls(kind, rank, params)  # fmt: skip
 

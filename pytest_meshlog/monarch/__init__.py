@@ -27,6 +27,9 @@ NOT_APPLICABLE = {
     "device (it is /tmp/$USER/ or /logs/, fixed by the environment)",
     "env:test": "Monarch's Env::Test exists only in its own unit-test builds; a released "
     "wheel cannot select it",
+    "fault:hostile_peer": "Monarch's channels are its own (hyperactor): this harness has no "
+    "socket of a proc to attack, and no way to tell its peers apart",
+    "set_mode": "the harness cannot reach Monarch's logging_option of a running mesh",
     "hosts>1": "this backend runs one local host (this_host()); a second host needs a "
     "remote-host launcher",
 }

@@ -36,6 +36,10 @@ VARIANTS: dict[str, str] = {
     "barrier_one_ack_early": "a barrier completes one ack before every rank acked",
     "file_writer_skips_final_flush": "file writers buffer and never flush their last block",
     "files_in_local_without_force": "Env::Local writes files without HYPERACTOR_FORCE_FILE_LOG",
+    "write_error_discards_unread": "the client drops a connection whose write failed (the "
+    "child is gone) without reading what it had sent: lines and Bye lost (issue 11, 1)",
+    "forwarder_relays_undecoded": "the forwarder admits any same-user peer and relays what "
+    "looks like a Log frame undecoded; a bad one closes its rank's connection (issue 11, 2)",
 }
 
 
@@ -216,7 +220,38 @@ def _no_quiesce() -> None:
     child.ChildRuntime.finish = finish  # type: ignore[method-assign]
 
 
+def _forwarder_relays_undecoded() -> None:
+    from pytest_meshlog.stack import forwarder, wire
+    from pytest_meshlog.stack.channel import FrameConnection
+
+    def accept(self: forwarder.LogForwardActor) -> FrameConnection:
+        conn = FrameConnection(self._on_channel_message, self._on_channel_closed)
+        conn.on_raw = relay_raw.__get__(self)
+        return conn  # no secret, no checks: any peer of this user is heard
+
+    def relay_raw(self: forwarder.LogForwardActor, conn: FrameConnection, body: bytes) -> bool:
+        if not wire.is_log(body):
+            return False
+        if self.stream_to_client and self.client is not None:
+            self.client.send_frame(body, defer=True)  # passed on as it came, never decoded
+        return True
+
+    forwarder.LogForwardActor._accept = accept  # type: ignore[method-assign]
+
+
 # -- driver side (one client instance) ------------------------------------------------------
+
+
+def _write_error_discards_unread(mesh: Any) -> None:
+    client = mesh.client
+    original = client._accept
+
+    def accept() -> Any:
+        conn = original()
+        conn._read_rest = lambda: None  # a failed write drops whatever is still unread
+        return conn
+
+    client._accept = accept
 
 
 def _second_barrier_orphans_first(mesh: Any) -> None:
@@ -264,11 +299,13 @@ _IN_PROCESS: dict[str, tuple[str, Callable[[], None]]] = {
     "prefix_on_wrong_stream": ("host", _prefix_on_wrong_stream),
     "file_writer_skips_final_flush": ("host", _file_writer_skips_final_flush),
     "files_in_local_without_force": ("host", _files_in_local_without_force),
+    "forwarder_relays_undecoded": ("child", _forwarder_relays_undecoded),
 }
 _ON_DRIVER: dict[str, Patch] = {
     "second_barrier_orphans_first": _second_barrier_orphans_first,
     "barrier_never_ends": _barrier_never_ends,
     "barrier_one_ack_early": _barrier_one_ack_early,
+    "write_error_discards_unread": _write_error_discards_unread,
 }
 assert set(_IN_PROCESS) | set(_ON_DRIVER) == set(VARIANTS)
 

@@ -132,7 +132,7 @@ class LogClientActor:
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
-        self._server = await serve(self.address, self._accept)
+        self._server = await serve(self.address, lambda: self._accept())  # (patchable)
 
     def _accept(self) -> FrameConnection:
         return guard_accepted(

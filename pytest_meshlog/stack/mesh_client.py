@@ -358,6 +358,13 @@ class LoggingMeshClient:
 
         return self._call(kill(), 15.0, f"rank {rank} to be signalled")
 
+    def attack_surface(self, rank: int) -> dict[str, str]:
+        """The sockets a local peer could attack for `rank` (the hostile_peer fault)."""
+        return {
+            "channel": os.path.join(self.sockdir, f"c{rank}.sock"),
+            "client": self.client.address,
+        }
+
     def inject(self, rank: int, what: str, *args: Any) -> None:
         """Fault injection on the rank's host: "close_channel" (that rank's channel),
         "break_files" or "slow_files" (delay) for the whole host. Delivered in order with
