@@ -35,7 +35,8 @@ from .stack_helpers import child, events, mesh, wait_delivered
 from .test_channel_private import assert_delivered_everything, send_raw, wait_events
 
 # A peer process: dial PATH, send the SIZE bytes it reads from stdin, then hold the
-# connection until the server closes it (prints "closed") or stdin closes (prints "open").
+# connection until the server closes it (prints "closed"); once stdin closes it waits at
+# most 10 s more for that, then prints "open" (the server kept listening to it).
 PEER = textwrap.dedent(
     r"""
     import select, socket, sys
@@ -50,8 +51,9 @@ PEER = textwrap.dedent(
     except OSError:
         pass
     print("sent", flush=True)
+    watch = [s, sys.stdin]
     while True:
-        ready, _, _ = select.select([s, sys.stdin], [], [], 30)
+        ready, _, _ = select.select(watch, [], [], 10 if len(watch) == 1 else 30)
         if s in ready:
             try:
                 data = s.recv(65536)
@@ -60,7 +62,9 @@ PEER = textwrap.dedent(
             if not data:
                 print("closed", flush=True)
                 break
-        elif sys.stdin in ready or not ready:
+        elif sys.stdin in ready:
+            watch = [s]  # told to leave: a last bounded wait for the server's verdict
+        else:
             print("open", flush=True)
             break
     """
@@ -85,7 +89,8 @@ class Peer:
         return self.proc.pid
 
     def leave(self) -> str:
-        """Close stdin (the peer leaves if still connected); what happened to it."""
+        """Close stdin; what the server did to the peer ("closed", or "open" if it still
+        held the connection 10 s later)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
         out = self.proc.stdout.read()  # (its "closed" may already be in this buffer)
