@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import signal
 import socket
 import struct
@@ -413,3 +414,37 @@ def test_a_childs_socket_queues_500_connections(tmp_path: Path) -> None:
         assert (len(conns), refused) == (500, 0)
         assert m.flush(10).completed
         assert_delivered_everything(m)
+
+
+@pytest.mark.parametrize(
+    ("msg", "says"),
+    [
+        ([wire.LOG], "is not [0, hostname"),
+        ([wire.LOG, "h", "p", 2, 1, b"x"], "target 2"),
+        ([wire.LOG, "h", "p", 0, 0, b""], "line count 0"),
+        ([wire.LOG, "h", "p", 0, 101, b"x"], "line count 101"),
+        ([wire.LOG, "h", "p", 0, 1, "text"], "a str, not bytes"),
+        ([wire.LOG, "h", "p", 0, 2, b"one line"], "says 2 lines but its blob holds 1"),
+        ([wire.LOG, "h" * 300, "p", 0, 1, b"x"], "longer than 256"),
+        ([wire.LOG, "h", "p", 0, 1, b"x" * 5000], "too long for 1 lines"),
+    ],
+)
+def test_a_log_message_is_checked_field_by_field(msg: list[Any], says: str) -> None:
+    """What the forwarder checks before it relays a Log (and the client before it keeps
+    one): each error names the bad value."""
+    with pytest.raises(wire.FrameError, match=re.escape(says)):
+        wire.check_log(msg, 100)
+
+
+def test_hello_and_control_messages_are_checked() -> None:
+    with pytest.raises(wire.FrameError, match="bad 'rank'"):
+        wire.check_hello([wire.HELLO, "forwarder", {"rank": [1], "hostname": "h"}], ("forwarder",))
+    with pytest.raises(wire.FrameError, match="role is not one of"):
+        wire.check_hello([wire.HELLO, "sender", {"stream": "stdout", "rank": 0}], ("self",))
+    with pytest.raises(wire.FrameError, match="Flush is not"):
+        wire.check_control([wire.FLUSH, "v1"], (wire.FLUSH,))
+    with pytest.raises(wire.FrameError, match="kind is not one of"):
+        wire.check_control([wire.STOP], (wire.FLUSH,))
+    wire.check_control([wire.FLUSH, None], (wire.FLUSH,))
+    info = wire.check_hello([wire.HELLO, "sender", {"stream": "stderr", "rank": 3}], ("sender",))
+    assert info == {"stream": "stderr", "rank": 3}
