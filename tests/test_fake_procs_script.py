@@ -114,8 +114,8 @@ BAD: list[tuple[str, Callable[[], object], list[str]]] = [
     ("seed type", lambda: script(seed="7"), ["seed='7'"]),  # type: ignore[arg-type]
     ("crasher lines", lambda: library.crasher(-1), ["crasher", "after_lines=-1"]),
     ("crasher how", lambda: library.crasher(1, "boom"), ["crash", "'boom'"]),  # type: ignore[arg-type]
-    ("flooder bytes", lambda: library.flooder(3, 0), ["step 0 (flood)", "line_bytes=0"]),
-    ("drip interval", lambda: library.slow_drip(2, -1), ["(sleep)", "-1"]),
+    ("flooder bytes", lambda: library.flooder(3, 0), ["flooder(line_bytes=0)"]),
+    ("drip interval", lambda: library.slow_drip(2, -1), ["slow_drip(interval=-1)"]),
 ]
 
 
