@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .catalog import Catalog, FakeProcs, ScriptFactory, default_catalog
     from .executor import execute, progress_path
-    from .expected import MAX_LINE_BYTES, expected_lines, final_partial, frame_line, split_raw
+    from .expected import (
+        MAX_LINE_BYTES,
+        expected_lines,
+        final_partial,
+        frame_line,
+        framed,
+        split_raw,
+    )
     from .library import (
         binary_writer,
         crasher,
@@ -59,7 +66,14 @@ _WHERE = {
     ),
     "executor": ("execute", "progress_path"),
     "runtime": ("Runtime",),
-    "expected": ("MAX_LINE_BYTES", "expected_lines", "final_partial", "frame_line", "split_raw"),
+    "expected": (
+        "MAX_LINE_BYTES",
+        "expected_lines",
+        "final_partial",
+        "frame_line",
+        "framed",
+        "split_raw",
+    ),
     "library": (
         "binary_writer",
         "crasher",
@@ -107,6 +121,7 @@ __all__ = [
     "find_tags",
     "flooder",
     "frame_line",
+    "framed",
     "hanger",
     "interleaver",
     "long_liner",

@@ -15,6 +15,8 @@ except that a trailing `\\r` is kept: it did not end a `\\r\\n`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 MAX_LINE_BYTES = 4096
 """SPEC 1.3 / section 2 `MAX_LINE_SIZE`; a test pins it to the stack's constant."""
 
@@ -67,3 +69,43 @@ def final_partial(raw: bytes, *, rank: int, prefix_with_rank: bool = True) -> by
     if tail is None:
         return None
     return frame_line(tail, rank=rank, prefix_with_rank=prefix_with_rank)
+
+
+_CHUNK = 1 << 20
+"""Raw bytes framed at a time by `framed`: its temporary line objects stay this small."""
+
+
+def framed(raw: bytes, *, rank: int, prefix_with_rank: bool = True) -> tuple[bytes, int]:
+    """`expected_lines(raw, ...)` (the final partial line included) as one blob, every line
+    followed by `\\n`, and how many lines that is: no object per line is kept, so a stream
+    of millions of lines costs about its own size."""
+    parts: list[bytes] = []
+    count = 0
+    for piece, n in _framed_pieces(raw, rank, prefix_with_rank):
+        parts.append(piece)
+        count += n
+    return b"".join(parts), count
+
+
+def _framed_pieces(raw: bytes, rank: int, prefix_with_rank: bool) -> Iterator[tuple[bytes, int]]:
+    """(framed lines each followed by `\\n`, how many) for runs of about `_CHUNK` raw bytes."""
+    prefix = b"[%d] " % rank if prefix_with_rank else b""
+    pos, size = 0, len(raw)
+    while pos < size:
+        end = raw.find(b"\n", min(pos + _CHUNK, size))
+        end = size if end < 0 else end + 1  # through a newline, or the final partial line
+        chunk = raw[pos:end]
+        pos = end
+        lines = chunk.split(b"\n")
+        if lines[-1] == b"":  # the chunk ends with a newline: no partial line here
+            lines.pop()
+        # The usual case, in C: ASCII has nothing to replace; with no \r and no long line,
+        # framing a line is prefixing it.
+        if chunk.isascii() and b"\r" not in chunk and max(map(len, lines)) <= MAX_LINE_BYTES:
+            yield prefix + (b"\n" + prefix).join(lines) + b"\n", len(lines)
+            continue
+        done, tail = split_raw(chunk)
+        if tail is not None:
+            done.append(tail)  # keeps a trailing \r: it ended no \r\n
+        out = [frame_line(line, rank=rank, prefix_with_rank=prefix_with_rank) for line in done]
+        yield b"\n".join(out) + b"\n", len(out)

@@ -8,14 +8,16 @@ fake_procs' own implementation of the tee rules.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fake_procs import Script, emitted, expected_lines, final_partial, find_tag, progress_path
+from fake_procs import Script, emitted, find_tag, framed, progress_path
 
 from .backend import MeshClient
+from .lines import Lines, as_lines
 from .report import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
 from .stack import ExitInfo
 from .stack.client import BarrierOutcome
@@ -45,22 +47,140 @@ def died_abruptly(info: ExitInfo | None) -> bool:
 
 def file_lines_by_rank(
     files: Sequence[str],
-    expected: dict[tuple[int, Stream], tuple[bytes, ...]],
+    expected: Mapping[tuple[int, Stream], Sequence[bytes]],
     prefix_with_rank: bool,
 ) -> dict[tuple[int, Stream], list[bytes]]:
     """Attribute every line of the per-host files to a rank: by its `[rank] ` prefix, else
     by its fake_procs tag, else by whose expected lines hold it (else rank 0, where the
-    oracle reports it as a line nobody emitted)."""
-    out: dict[tuple[int, Stream], list[bytes]] = {key: [] for key in expected}
-    owners = _Owners(expected)
+    oracle reports it as a line nobody emitted). `file_lines` without the line objects."""
+    got = file_lines(files, {k: as_lines(v) for k, v in expected.items()}, prefix_with_rank)
+    return {key: list(lines) for key, lines in got.items()}
+
+
+def file_lines(
+    files: Sequence[str], expected: Mapping[tuple[int, Stream], Lines], prefix_with_rank: bool
+) -> dict[tuple[int, Stream], Lines]:
+    """`file_lines_by_rank`, as `Lines`. The files are read a chunk at a time; a rank's run
+    of `[rank] `-prefixed lines is cut out by a regex, not line by line; and a rank's lines
+    that agree with what it emitted are not copied at all (its `Lines` is the emitted one)."""
+    out = {key: _Collect(lines) for key, lines in expected.items()}
+    owners = _Owners(expected, prefix_with_rank)
+    counts = _Counts(out)
     for path in files:
         stream: Stream = "stdout" if path.endswith(".stdout") else "stderr"
-        data = Path(path).read_bytes() if Path(path).exists() else b""
-        for line in data.split(b"\n")[:-1]:
-            found = _rank_of(line, prefix_with_rank)
-            rank = owners.take(stream, line, out) if found is None else found
-            out.setdefault((rank, stream), []).append(line)
-    return out
+        for chunk in _chunks(path):
+            _attribute(chunk, stream, prefix_with_rank, owners, out, counts)
+    return {key: c.lines() for key, c in out.items()}
+
+
+_READ = 4 << 20
+"""Bytes of a per-host file read at a time."""
+
+
+def _chunks(path: str) -> Iterator[bytes]:
+    """The file's complete lines (each ending with a newline), about `_READ` bytes at a
+    time; bytes after the last newline (a line torn by a kill) are left out."""
+    if not Path(path).exists():
+        return
+    with open(path, "rb") as f:
+        carry = b""
+        while block := f.read(_READ):
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if cut:
+                yield data[:cut]
+
+
+class _Collect:
+    """One (rank, stream)'s file lines as they are attributed. While they agree with what
+    the rank emitted, only how far they got is kept; from the first disagreement on, the
+    lines themselves (as blobs)."""
+
+    __slots__ = ("count", "emitted", "parts", "pos")
+
+    def __init__(self, emitted: Lines | None) -> None:
+        self.emitted = emitted
+        self.pos = 0  # bytes of the emitted blob matched so far
+        self.parts: list[bytes] | None = None
+        self.count = 0
+
+    def add(self, piece: bytes, n: int) -> None:
+        """`n` lines, each followed by a newline."""
+        self.count += n
+        if self.parts is None:
+            ref = self.emitted.blob if self.emitted is not None else b""
+            if ref.startswith(piece, self.pos):
+                self.pos += len(piece)
+                return
+            self.parts = [ref[: self.pos]]
+        self.parts.append(piece)
+
+    def lines(self) -> Lines:
+        ref = self.emitted
+        if self.parts is None:
+            if ref is not None and self.pos == len(ref.blob):
+                return ref
+            return Lines(ref.blob[: self.pos] if ref is not None else b"", self.count)
+        return Lines(b"".join(self.parts), self.count)
+
+
+class _Counts(Mapping[tuple[int, Stream], int]):
+    """How many lines each (rank, stream) got so far: what `_Owners.take` needs."""
+
+    def __init__(self, out: dict[tuple[int, Stream], _Collect]) -> None:
+        self._out = out
+
+    def __getitem__(self, key: tuple[int, Stream]) -> int:
+        return self._out[key].count
+
+    def __iter__(self) -> Iterator[tuple[int, Stream]]:
+        return iter(self._out)
+
+    def __len__(self) -> int:
+        return len(self._out)
+
+
+_RUN_CACHE: dict[int, re.Pattern[bytes]] = {}
+
+
+def _run_end(rank: int) -> re.Pattern[bytes]:
+    """Finds the newline after which a line no longer starts with `[rank] `."""
+    pattern = _RUN_CACHE.get(rank)
+    if pattern is None:
+        pattern = _RUN_CACHE[rank] = re.compile(b"\n(?!" + re.escape(b"[%d] " % rank) + b")")
+    return pattern
+
+
+def _attribute(
+    chunk: bytes,
+    stream: Stream,
+    prefix_with_rank: bool,
+    owners: _Owners,
+    out: dict[tuple[int, Stream], _Collect],
+    counts: _Counts,
+) -> None:
+    """Give each line of `chunk` (complete lines) to its rank, in order."""
+    pos, size = 0, len(chunk)
+    while pos < size:
+        eol = chunk.find(b"\n", pos)
+        line = chunk[pos:eol]
+        found = _rank_of(line, prefix_with_rank)
+        if found is not None and prefix_with_rank and chunk.startswith(b"[%d] " % found, pos):
+            m = _run_end(found).search(chunk, eol)  # the rank's run of lines from here
+            end = size if m is None or m.start() == size - 1 else m.start() + 1
+            piece = chunk[pos:end]
+            n = piece.count(b"\n")
+        else:
+            if found is None:
+                found = owners.take(stream, line, counts)
+            piece, n, end = chunk[pos : eol + 1], 1, eol + 1
+        key = (found, stream)
+        collect = out.get(key)
+        if collect is None:
+            collect = out[key] = _Collect(None)
+        collect.add(piece, n)
+        pos = end
 
 
 class _Owners:
@@ -68,18 +188,32 @@ class _Owners:
     lines, their copies interleave in the host's file in any order: each copy goes to the
     rank it brings closest to its next expected line, so a correct file never looks out
     of order. A copy nobody is owed goes to its first owner (a duplicate), or to rank 0
-    when nobody emitted it."""
+    when nobody emitted it.
 
-    def __init__(self, expected: dict[tuple[int, Stream], tuple[bytes, ...]]) -> None:
-        self.at: dict[tuple[Stream, bytes], dict[int, list[int]]] = {}
-        for (rank, stream), lines in expected.items():
-            for index, line in enumerate(lines):
-                self.at.setdefault((stream, line), {}).setdefault(rank, []).append(index)
+    Only lines with no rank of their own (no prefix, no tag) are ever asked about, so only
+    such expected lines are indexed, and only once the first such line is asked about."""
+
+    def __init__(
+        self, expected: Mapping[tuple[int, Stream], Sequence[bytes]], prefix_with_rank: bool
+    ) -> None:
+        self.expected = expected
+        self.prefix_with_rank = prefix_with_rank
+        self._at: dict[tuple[Stream, bytes], dict[int, list[int]]] | None = None
         self.paid: dict[tuple[Stream, bytes, int], int] = {}
 
-    def take(
-        self, stream: Stream, line: bytes, so_far: dict[tuple[int, Stream], list[bytes]]
-    ) -> int:
+    @property
+    def at(self) -> dict[tuple[Stream, bytes], dict[int, list[int]]]:
+        if self._at is None:
+            self._at = {}
+            if self.prefix_with_rank:
+                return self._at  # every expected line starts with its `[rank] `
+            for (rank, stream), lines in self.expected.items():
+                for index, line in enumerate(lines):
+                    if _rank_of(line, self.prefix_with_rank) is None:
+                        self._at.setdefault((stream, line), {}).setdefault(rank, []).append(index)
+        return self._at
+
+    def take(self, stream: Stream, line: bytes, so_far: Mapping[tuple[int, Stream], int]) -> int:
         where = self.at.get((stream, line))
         if not where:
             return 0
@@ -87,7 +221,7 @@ class _Owners:
         for rank, indices in where.items():
             if self.paid.get((stream, line, rank), 0) >= len(indices):
                 continue  # every copy this rank emitted is already accounted for
-            cursor = len(so_far.get((rank, stream), ()))
+            cursor = so_far.get((rank, stream), 0)
             nxt = bisect_left(indices, cursor)
             gap = indices[nxt] - cursor if nxt < len(indices) else cursor - indices[-1]
             best = min(best, (gap, rank)) if best is not None else (gap, rank)
@@ -145,8 +279,9 @@ def gather(
     journal = client.read_journal()
     gate = client.config.file_log_gate()
     tee = console_bytes(journal)
-    raw: dict[tuple[int, Stream], bytes] = {}
-    expected: dict[tuple[int, Stream], tuple[bytes, ...]] = {}
+    expected: dict[tuple[int, Stream], Lines] = {}
+    sizes: dict[tuple[int, Stream], int] = {}
+    partial: dict[tuple[int, Stream], bool] = {}
     abrupt: set[int] = set()  # ranks whose script ended by an exit or crash step
     for rank, script in enumerate(scripts):
         record = Path(progress_path(client.record_dir, rank))
@@ -160,35 +295,33 @@ def gather(
                 wrote[em.uncertain.stream] = _settle(
                     em, em.uncertain.stream, eof_bytes(journal, rank, em.uncertain.stream)
                 )
+            del em
         for stream in STREAMS:
-            raw[rank, stream] = data = wrote.get(stream, b"")
-            expected[rank, stream] = tuple(
-                expected_lines(data, rank=rank, prefix_with_rank=prefix_with_rank)
-            )
-    in_files = file_lines_by_rank(files, expected, prefix_with_rank) if gate is None else None
+            data = wrote.pop(stream, b"")
+            sizes[rank, stream] = len(data)
+            partial[rank, stream] = bool(data) and not data.endswith(b"\n")
+            blob, count = framed(data, rank=rank, prefix_with_rank=prefix_with_rank)
+            del data  # the raw bytes of one stream at a time, never of every rank at once
+            expected[rank, stream] = Lines(blob, count)
+    in_files = file_lines(files, expected, prefix_with_rank) if gate is None else None
     rank_evidence = []
     unanswered: dict[int, str] = dict(getattr(client, "unanswered", None) or {})
-    delivered = client.delivered  # once: a backend may compute it from its output files
+    delivered = _delivered(client, expected)
     for rank in range(len(scripts)):
         exit_info = client.exits.get(rank)
         streams = []
         for stream in STREAMS:
-            data = raw[rank, stream]
+            key = (rank, stream)
             streams.append(
                 StreamEvidence(
                     rank=rank,
                     stream=stream,
-                    emitted=expected[rank, stream],
-                    ends_with_partial=final_partial(
-                        data, rank=rank, prefix_with_rank=prefix_with_rank
-                    )
-                    is not None,
-                    emitted_bytes=len(data),
-                    delivered=tuple(delivered.get((rank, stream), ())),
-                    file_lines=None
-                    if in_files is None
-                    else tuple(in_files.get((rank, stream), ())),
-                    console_bytes=tee.get((rank, stream)),
+                    emitted=expected[key],
+                    ends_with_partial=partial[key],
+                    emitted_bytes=sizes[key],
+                    delivered=delivered.get(key, _NONE),
+                    file_lines=None if in_files is None else in_files.get(key, _NONE),
+                    console_bytes=tee.get(key),
                 )
             )
         rank_evidence.append(
@@ -216,6 +349,48 @@ def gather(
         stop_problems=tuple(stop_problems),
         journal_expected=bool(getattr(client, "has_journal", True)),
     )
+
+
+_NONE = Lines()
+
+
+def _delivered(
+    client: MeshClient, expected: Mapping[tuple[int, Stream], Lines]
+) -> dict[tuple[int, Stream], Lines]:
+    """What the client received, per (rank, stream). Read once (a backend may compute it
+    from its output files); from the reference client's batches when it offers them, so
+    no line is split out. A stream that agrees with what was emitted shares its `Lines`."""
+    out: dict[tuple[int, Stream], Lines] = {}
+    blobs: Mapping[tuple[int, str], list[bytes]] | None = getattr(client, "delivered_blobs", None)
+    if blobs is not None:
+        for (rank, name), batches in blobs.items():
+            key = (rank, _stream(name))
+            mine = expected.get(key)
+            same = mine is not None and _agrees(mine.blob, batches)
+            out[key] = mine if same and mine is not None else Lines.joined(batches)
+        return out
+    for (rank, name), lines in client.delivered.items():
+        key = (rank, _stream(name))
+        got = as_lines(lines)
+        mine = expected.get(key)
+        out[key] = mine if mine is not None and mine == got else got
+    return out
+
+
+def _stream(name: str) -> Stream:
+    return "stdout" if name == "stdout" else "stderr"
+
+
+def _agrees(blob: bytes, batches: Sequence[bytes]) -> bool:
+    """Whether the batches (lines joined by newlines) joined by newlines, with a final
+    newline, are exactly `blob`: compared in place, batch by batch."""
+    pos = 0
+    for batch in batches:
+        end = pos + len(batch)
+        if end >= len(blob) or blob[end] != 0x0A or not blob.startswith(batch, pos):
+            return False
+        pos = end + 1
+    return pos == len(blob)
 
 
 def abrupt_ranks(evidence: MeshEvidence) -> frozenset[int]:

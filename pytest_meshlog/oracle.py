@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from difflib import SequenceMatcher
 from typing import Any
 
+from .lines import Lines, as_lines
 from .report import (
     RULE_CRASH,
     RULE_FILE_DEADLINE,
@@ -140,10 +141,14 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
 
 def match_lines(emitted: Sequence[bytes], delivered: Sequence[bytes]) -> StreamMatch:
     """Align what a destination received with what was emitted, in O(n) when they agree."""
-    emitted, delivered = tuple(emitted), tuple(delivered)  # slices must compare equal
+    emitted, delivered = _comparable(emitted, delivered)
     ne, nd = len(emitted), len(delivered)
-    head = _common_prefix(emitted, delivered)
-    tail = _common_suffix(emitted, delivered, min(ne, nd) - head)
+    if isinstance(emitted, Lines) and isinstance(delivered, Lines):
+        head = emitted.common_prefix(delivered)  # on the blobs: no line objects
+        tail = emitted.common_suffix(delivered, min(ne, nd) - head)
+    else:
+        head = _common_prefix(emitted, delivered)
+        tail = _common_suffix(emitted, delivered, min(ne, nd) - head)
     mid_e, mid_d = range(head, ne - tail), range(head, nd - tail)
     if not mid_e and not mid_d:
         return StreamMatch(ne, nd, head, tail, last_delivered=ne - 1)
@@ -170,6 +175,19 @@ def match_lines(emitted: Sequence[bytes], delivered: Sequence[bytes]) -> StreamM
         lost=[i for i in mid_e if i not in paired_e],
         last_delivered=last,
     )
+
+
+def _comparable(
+    emitted: Sequence[bytes], delivered: Sequence[bytes]
+) -> tuple[Sequence[bytes], Sequence[bytes]]:
+    """Both as `Lines` when one is (and the other's lines hold no newline), else both as
+    tuples: either way their slices compare equal when their lines do."""
+    if isinstance(emitted, Lines) or isinstance(delivered, Lines):
+        try:
+            return as_lines(emitted), as_lines(delivered)
+        except ValueError:  # a line with a newline in it: only a tuple can hold it
+            pass
+    return tuple(emitted), tuple(delivered)
 
 
 def count_match(n_emitted: int, n_delivered: int) -> StreamMatch:

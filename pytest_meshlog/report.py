@@ -69,15 +69,19 @@ class StreamEvidence:
     `emitted` holds the lines as the tee frames them (prefix and truncation applied), the
     last one being the final partial line when `ends_with_partial`. In aggregated mode
     `delivered` holds one entry per line the client counted (a row of N similar lines is N).
+
+    The gathered evidence holds each as a `pytest_meshlog.lines.Lines` (the tuple of its
+    lines, kept as one blob), and a destination that got exactly what was emitted shares
+    the emitted one; a tuple of lines is as good (tests build evidence from tuples).
     """
 
     rank: int
     stream: Stream
-    emitted: tuple[bytes, ...] = field(repr=False)
+    emitted: Sequence[bytes] = field(repr=False)
     ends_with_partial: bool
     emitted_bytes: int
-    delivered: tuple[bytes, ...] = field(repr=False)
-    file_lines: tuple[bytes, ...] | None = field(default=None, repr=False)
+    delivered: Sequence[bytes] = field(repr=False)
+    file_lines: Sequence[bytes] | None = field(default=None, repr=False)
     console_bytes: int | None = None
 
 

@@ -61,6 +61,11 @@ class LineRecord:
             self._split = end
             return list(self._lines)
 
+    def blobs(self) -> list[bytes]:
+        """The batches as they arrived, unsplit (each holds its lines joined by `\\n`): for
+        a reader of every line that wants no object per line (the evidence)."""
+        return list(self._blobs)
+
 
 NotWaited = Literal["exited", "finished", "disconnected", "never_connected"]
 """Why a barrier did not wait for a rank: its child had exited; its forwarder had said Bye
@@ -201,6 +206,11 @@ class LogClientActor:
     def delivered(self) -> dict[tuple[int, str], list[bytes]]:
         """Every line received, per (rank, stream), in arrival order."""
         return {key: record.lines() for key, record in list(self.records.items())}
+
+    @property
+    def delivered_blobs(self) -> dict[tuple[int, str], list[bytes]]:
+        """`delivered` unsplit: per (rank, stream), the batches in arrival order."""
+        return {key: record.blobs() for key, record in list(self.records.items())}
 
     def delivered_count(self, rank: int, stream: str) -> int:
         record = self.records.get((rank, stream))

@@ -494,6 +494,11 @@ class LoggingMeshClient:
     def delivered(self) -> dict[tuple[int, str], list[bytes]]:
         return self.client.delivered
 
+    @property
+    def delivered_blobs(self) -> dict[tuple[int, str], list[bytes]]:
+        """`delivered` as the client keeps it: batches of lines joined by `\\n`."""
+        return self.client.delivered_blobs
+
     def read_journal(self) -> list[Event]:
         return read_journal(self.journal_dir)
 
