@@ -97,8 +97,9 @@ def watch_phases() -> None:
     targets: list[tuple[Any, str]] = [
         (evidence, "gather"),
         (evidence, "emitted"),
-        (evidence, "expected_lines"),
-        (evidence, "file_lines_by_rank"),
+        (evidence, "framed"),
+        (evidence, "file_lines"),
+        (evidence, "_delivered"),
         (harness, "evaluate"),
         (oracle, "match_lines"),
     ]
