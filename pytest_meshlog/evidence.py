@@ -205,8 +205,6 @@ class _Owners:
     def at(self) -> dict[tuple[Stream, bytes], dict[int, list[int]]]:
         if self._at is None:
             self._at = {}
-            if self.prefix_with_rank:
-                return self._at  # every expected line starts with its `[rank] `
             for (rank, stream), lines in self.expected.items():
                 for index, line in enumerate(lines):
                     if _rank_of(line, self.prefix_with_rank) is None:
