@@ -9,6 +9,7 @@ tee -> forwarder -> client -> evidence -> oracle -> report.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +129,46 @@ def test_the_check_sees_an_import_inside_a_function() -> None:
     """The checker itself can fail: the plugin imports the session lazily in places."""
     assert "pytest_meshlog.session" in GRAPH["pytest_meshlog.plugin"]
     assert "pytest_meshlog.stack.child" in GRAPH["fake_procs.__main__"]
+
+
+def _journaled_literals(module: str) -> list[str]:
+    """Journal calls in `module` whose event name is a bare string, not a `journal.Ev`."""
+    out = []
+    for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if name.endswith("journal") and isinstance(first, ast.Constant):
+                out.append(f"line {node.lineno}: {first.value!r}")
+    return out
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(m for m in MODULES if m.startswith(("pytest_meshlog.stack", "pytest_meshlog.selftest"))),
+)
+def test_the_stack_journals_events_by_name(module: str) -> None:
+    assert _journaled_literals(module) == [], f"{module}: use pytest_meshlog.stack.journal.Ev"
+
+
+def test_every_journal_event_is_documented() -> None:
+    """docs/architecture.md lists each event of `Ev` with its fields, and no other."""
+    from pytest_meshlog.stack.journal import Ev
+
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = doc[doc.index("## The journal") :]
+    table = table[: table.index("\n## ")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    cells = [re.sub(r"\([^()]*\)", "", row.split("|")[2]) for row in rows]  # not the notes
+    listed = {name for cell in cells for name in re.findall(r"`([a-z_]+)(?:\{[^`]*\})?`", cell)}
+    assert sorted(listed - {e.value for e in Ev}) == [], "documented, but not an Ev"
+    assert sorted({e.value for e in Ev} - listed) == [], "an Ev the journal table does not list"
+
+
+def test_an_event_name_is_its_string() -> None:
+    """A journal read back holds plain strings; they compare equal to the names."""
+    from pytest_meshlog.stack.journal import Ev
+
+    assert Ev.BARRIER_STARTED == "barrier_started" and f"{Ev.EOF}" == "eof"
+    assert {"ev": "eof"}["ev"] == Ev.EOF

@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from pytest_meshlog.stack.journal import Ev
+
 Patch = Callable[[Any], None]
 
 VARIANTS: dict[str, str] = {
@@ -57,9 +59,11 @@ def _abort_drops_pipe() -> None:
             self.done.set()
             if self.sender is not None:
                 self.sender.flush(None)
-                self.journal("flush_none_posted", rank=self.rank, stream=self.stream)
-            self.journal("eof", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
-        self.journal("abort", rank=self.rank, stream=self.stream, peek=[], drained_bytes=0, eof=eof)
+                self.journal(Ev.FLUSH_NONE_POSTED, rank=self.rank, stream=self.stream)
+            self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal(
+            Ev.ABORT, rank=self.rank, stream=self.stream, peek=[], drained_bytes=0, eof=eof
+        )
         return self.peek(), None
 
     tee.StreamFwder.abort = abort  # type: ignore[method-assign]
@@ -95,7 +99,7 @@ def _lost_wakeup() -> None:
         _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for task in pending:
             task.cancel()
-        self.journal("file_appender_closed", lines_written=dict(self.lines_written),
+        self.journal(Ev.FILE_APPENDER_CLOSED, lines_written=dict(self.lines_written),
                      write_errors=dict(self.write_errors), timed_out=bool(pending))  # fmt: skip
 
     fa.FileAppender._writer = writer  # type: ignore[method-assign]
@@ -159,13 +163,13 @@ def _tee_eof(flush_times: int, forward_tail: bool) -> None:
         tail = self.framer.take_partial()
         if tail is not None and forward_tail:
             self._forward([tail])
-            self.journal("partial_forwarded", rank=self.rank, stream=self.stream, nbytes=len(tail))
-        self.journal("eof", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
-        self.journal("console_bytes", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+            self.journal(Ev.PARTIAL_FORWARDED, rank=self.rank, stream=self.stream, nbytes=len(tail))
+        self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal(Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
         for _ in range(flush_times):
             if self.sender is not None:
                 self.sender.flush(None)
-                self.journal("flush_none_posted", rank=self.rank, stream=self.stream)
+                self.journal(Ev.FLUSH_NONE_POSTED, rank=self.rank, stream=self.stream)
         os.close(self.fd)
 
     tee.StreamFwder._eof = eof  # type: ignore[method-assign]
@@ -214,7 +218,7 @@ def _no_quiesce() -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-        self._journal("child_exit", code=code)
+        self._journal(Ev.CHILD_EXIT, code=code)
         os._exit(code)  # the forwarder dies with the process, tails or not
 
     child.ChildRuntime.finish = finish  # type: ignore[method-assign]

@@ -35,7 +35,7 @@ from .channel import (
 from .config import ConfigError, StackConfig
 from .file_appender import FileAppender
 from .forkserver import ForkedChild, StartGate, fork_module, forkable_module, warm_up
-from .journal import Journal
+from .journal import Ev, Journal
 from .patches import apply_patches
 from .procs import (
     become_subreaper,
@@ -101,14 +101,14 @@ class BootstrapProcManager:
             try:
                 self.files = FileAppender(directory, basename, self.hostname, journal)
             except OSError as exc:  # streaming and the console tee still work without files
-                journal("file_appender_gated", reason=f"log dir {directory!r} unusable: {exc}")
+                journal(Ev.FILE_APPENDER_GATED, reason=f"log dir {directory!r} unusable: {exc}")
             # faults a test asked for from the start (see docs/architecture.md)
             if self.files is not None and os.environ.get("MESHLOG_FAULT_FILE_DELAY"):
                 self.slow_files(float(os.environ["MESHLOG_FAULT_FILE_DELAY"]))
             if self.files is not None and os.environ.get("MESHLOG_FAULT_FILE_ERRORS") == "1":
                 self.break_files()
         else:
-            journal("file_appender_gated", reason=gate)
+            journal(Ev.FILE_APPENDER_GATED, reason=gate)
 
     async def spawn(self, specs: list[dict[str, Any]], secret: bytes | None = None) -> None:
         """Start every child, then wire each stream's sender before its tee reads."""
@@ -159,7 +159,7 @@ class BootstrapProcManager:
             inodes={s: pipe_inode(fd) for s, fd in pipes.items()},
         )
         self.children[rank] = child
-        self.journal("child_spawned", rank=rank, pid=proc.pid, forked=module is not None)
+        self.journal(Ev.CHILD_SPAWNED, rank=rank, pid=proc.pid, forked=module is not None)
         _record_process_group(proc.pid, rank, self.host)
         loop = asyncio.get_running_loop()
         child.pidfd = os.pidfd_open(proc.pid)
@@ -210,7 +210,7 @@ class BootstrapProcManager:
         rc = child.proc.returncode
         assert rc is not None
         child.code, child.signal = (None, -rc) if rc < 0 else (rc, None)
-        self.journal("child_exited", rank=child.rank, code=child.code, signal=child.signal)
+        self.journal(Ev.CHILD_EXITED, rank=child.rank, code=child.code, signal=child.signal)
         child.exited.set()
         self.ctl.send(("exited", child.rank, child.code, child.signal, child.killed_by_us))
 
@@ -221,7 +221,7 @@ class BootstrapProcManager:
             return False
         if sig not in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP):
             child.killed_by_us = reason
-        self.journal("child_killed", rank=rank, signal=sig, reason=reason)
+        self.journal(Ev.CHILD_KILLED, rank=rank, signal=sig, reason=reason)
         child.proc.send_signal(sig)
         return True
 
@@ -237,12 +237,12 @@ class BootstrapProcManager:
             if all(s in ("T", "t") for s in states):
                 return True
             await asyncio.sleep(0.001)
-        self.journal("stop_signal_slow", rank=rank)
+        self.journal(Ev.STOP_SIGNAL_SLOW, rank=rank)
         return False
 
     def close_channel(self, rank: int) -> None:
         """Fault injection: the child's channel goes away under the senders."""
-        self.journal("channel_closed", rank=rank, reason="fault")
+        self.journal(Ev.CHANNEL_CLOSED, rank=rank, reason="fault")
         for sender in self.children[rank].senders.values():
             if sender.conn is not None:
                 sender.conn.close()
@@ -256,7 +256,7 @@ class BootstrapProcManager:
         """Fault injection: every file batch takes `delay` seconds more (a slow disk)."""
         if self.files is not None:
             self.files.write_delay = delay
-            self.journal("file_appender_slowed", delay=delay)
+            self.journal(Ev.FILE_APPENDER_SLOWED, delay=delay)
 
     async def stop(self, timeout: float) -> dict[str, Any]:
         """Quiesce every child, wait for EOF and exit, abort the tees, close the files."""
@@ -325,7 +325,7 @@ class BootstrapProcManager:
             try:
                 self._check_pipes()
             except OSError as exc:  # /proc unreadable: journaled, never fatal
-                self.journal("pipe_watch_failed", error=str(exc))
+                self.journal(Ev.PIPE_WATCH_FAILED, error=str(exc))
 
     def _check_pipes(self) -> None:
         """A stream with no EOF although its child let go of the pipe (quiesced, closed it,
@@ -349,7 +349,7 @@ class BootstrapProcManager:
                 for w in writers:
                     held = {"rank": child.rank, "stream": stream, "pid": w.pid,
                             "cmdline": w.cmdline, "ppid": w.ppid, "pgid": w.pgid}  # fmt: skip
-                    self.journal("pipe_held", **held)
+                    self.journal(Ev.PIPE_HELD, **held)
                     child.held.append(held)
                     self._end(
                         w.pid, w.cmdline, child.rank, f"held rank {child.rank}'s {stream} pipe"
@@ -358,7 +358,7 @@ class BootstrapProcManager:
     def _end(self, pid: int, cmd: str, rank: int | None, reason: str) -> None:
         if kill_quietly(pid):
             ended = {"rank": rank, "pid": pid, "cmdline": cmd, "reason": reason}
-            self.journal("descendant_ended", **ended)
+            self.journal(Ev.DESCENDANT_ENDED, **ended)
             self.ended.append(ended)
 
     async def _end_descendants(self, reason: str, deadline: float) -> None:
@@ -425,7 +425,7 @@ def _thread_state(stat_path: str) -> str:
 
 async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
     journal = Journal(journal_dir, f"host{host}")
-    journal("host_started", host=host, pid=os.getpid(), subreaper=become_subreaper())
+    journal(Ev.HOST_STARTED, host=host, pid=os.getpid(), subreaper=become_subreaper())
     try:
         config = StackConfig.from_env()
     except ConfigError as exc:
@@ -465,7 +465,7 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
         manager.hard_kill()
         await ctl.flush_out(time.monotonic() + 1.0)
         ctl.close()
-        journal("host_exit")
+        journal(Ev.HOST_EXIT)
     return 0
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import wire
+from .journal import Ev
 from .wire import FrameDecoder, FrameError, decode, encode, frame
 
 OnMessage = Callable[["FrameConnection", list[Any]], None]
@@ -337,14 +338,14 @@ def guard_accepted(
         if cred.uid == me:
             return True
         journal(
-            "connection_refused", peer_uid=cred.uid, peer_pid=cred.pid, where=where,
+            Ev.CONNECTION_REFUSED, peer_uid=cred.uid, peer_pid=cred.pid, where=where,
             reason="another user",
         )  # fmt: skip
         return False
 
     def refused(c: FrameConnection, reason: str) -> None:
         uid = None if c.peer is None else c.peer.uid
-        journal("connection_refused", peer_uid=uid, peer_pid=pid(), where=where, reason=reason)
+        journal(Ev.CONNECTION_REFUSED, peer_uid=uid, peer_pid=pid(), where=where, reason=reason)
 
     def hello(c: FrameConnection, msg: list[Any]) -> str | None:
         info = wire.check_hello(msg, roles)
@@ -364,10 +365,10 @@ def guard_accepted(
             wire.check_control(msg, kinds)
 
     def rejected(c: FrameConnection, exc: FrameError) -> None:
-        journal("frame_rejected", where=where, error=str(exc), peer_pid=pid())
+        journal(Ev.FRAME_REJECTED, where=where, error=str(exc), peer_pid=pid())
 
     def failed(c: FrameConnection, exc: BaseException) -> None:
-        journal("message_failed", where=where, error=repr(exc), peer_pid=pid())
+        journal(Ev.MESSAGE_FAILED, where=where, error=repr(exc), peer_pid=pid())
 
     conn.accept_peer = check
     conn.on_frame_error = rejected
@@ -392,10 +393,10 @@ def guard_dialed(
         wire.check_control(msg, kinds)
 
     def rejected(c: FrameConnection, exc: FrameError) -> None:
-        journal("frame_rejected", where=where, error=str(exc), peer_pid=None)
+        journal(Ev.FRAME_REJECTED, where=where, error=str(exc), peer_pid=None)
 
     def failed(c: FrameConnection, exc: BaseException) -> None:
-        journal("message_failed", where=where, error=repr(exc), peer_pid=None)
+        journal(Ev.MESSAGE_FAILED, where=where, error=repr(exc), peer_pid=None)
 
     conn.validate = control
     conn.on_frame_error = rejected

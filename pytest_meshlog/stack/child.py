@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from .channel import take_key
 from .forwarder import LogForwardActor
-from .journal import Journal
+from .journal import Ev, Journal
 from .patches import apply_patches
 
 START_TIMEOUT_S = 15.0
@@ -96,13 +96,13 @@ class ChildRuntime:
         if not ready.wait(START_TIMEOUT_S + 1):
             failure.append(TimeoutError("forwarder did not start"))
         if failure:  # the journal, never the child's stderr: that stream is being judged
-            self._journal("forwarder_failed", error=repr(failure[0]))
+            self._journal(Ev.FORWARDER_FAILED, error=repr(failure[0]))
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """What asyncio would print to stderr (the child's stderr: judged) is journaled."""
         exc = context.get("exception")
         self._journal(
-            "forwarder_error",
+            Ev.FORWARDER_ERROR,
             message=str(context.get("message", "")),
             error=None if exc is None else repr(exc),
         )
@@ -126,7 +126,7 @@ class ChildRuntime:
             try:
                 await asyncio.wait_for(self._fwd.senders_ready.wait(), deadline - time.monotonic())
             except TimeoutError:
-                self._journal("senders_missing", connected=sorted(self._fwd.senders))
+                self._journal(Ev.SENDERS_MISSING, connected=sorted(self._fwd.senders))
         ready.set()
 
     def _on_ack(self, version: int) -> None:
@@ -152,15 +152,15 @@ class ChildRuntime:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.close(devnull)
-        self._journal("quiesced")
+        self._journal(Ev.QUIESCED)
         loop, fwd = self._loop, self._fwd
         if loop is not None and fwd is not None and loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self._drain_tails(fwd), loop)
             try:
                 fut.result(QUIESCE_TIMEOUT_S + 1)
             except BaseException as exc:
-                self._journal("quiesce_incomplete", error=repr(exc))
-        self._journal("child_exit", code=code)
+                self._journal(Ev.QUIESCE_INCOMPLETE, error=repr(exc))
+        self._journal(Ev.CHILD_EXIT, code=code)
         save_coverage()
         os._exit(code)
 
@@ -169,9 +169,9 @@ class ChildRuntime:
         if fwd.senders:
             try:
                 await asyncio.wait_for(fwd.tails_done.wait(), deadline - time.monotonic())
-                self._journal("tails_relayed", streams=sorted(fwd.eof_streams))
+                self._journal(Ev.TAILS_RELAYED, streams=sorted(fwd.eof_streams))
             except TimeoutError:
-                self._journal("tails_missing", streams=sorted(fwd.eof_streams))
+                self._journal(Ev.TAILS_MISSING, streams=sorted(fwd.eof_streams))
         await fwd.say_bye(deadline)
         fwd.close()
 
@@ -183,7 +183,7 @@ class _JournalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
-            self.journal("forwarder_log", level=record.levelname, message=record.getMessage())
+            self.journal(Ev.FORWARDER_LOG, level=record.levelname, message=record.getMessage())
 
 
 def _journal_asyncio_logs(journal: Journal) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from . import wire
 from .aggregate import Aggregator
 from .channel import FrameConnection, guard_accepted, new_secret, serve
-from .journal import Journal
+from .journal import Ev, Journal
 
 Sink = Callable[[int, bytes], None]
 """Where printed output goes: (target 0=stdout/1=stderr, bytes)."""
@@ -170,12 +170,12 @@ class LogClientActor:
                 return
             conn.info = dict(msg[2])
             self.forwarders[rank] = conn
-            self.journal("forwarder_connected", rank=rank)
+            self.journal(Ev.FORWARDER_CONNECTED, rank=rank)
             self._poke()
         elif kind == wire.BYE:
             rank = conn.info["rank"]
             self.said_bye.add(rank)
-            self.journal("forwarder_bye", rank=rank)
+            self.journal(Ev.FORWARDER_BYE, rank=rank)
             barrier = self._barrier
             if barrier is not None and rank in barrier.expected and rank not in barrier.acked:
                 # Bye means every line of that child is relayed: as good as an ack.
@@ -235,14 +235,14 @@ class LogClientActor:
             return
         if rank not in self.said_bye:
             self.lost.add(rank)
-            self.journal("forwarder_lost", rank=rank)
+            self.journal(Ev.FORWARDER_LOST, rank=rank)
             barrier = self._barrier
             if barrier is not None and rank in barrier.expected and rank not in barrier.acked:
                 # Its connection is read to the end: no ack can come any more. Stop waiting
                 # for it (as for a dead child at barrier start); the outcome names it.
                 barrier.expected = barrier.expected - {rank}
                 barrier.lost.add(rank)
-                self.journal("barrier_rank_lost", version=barrier.version, rank=rank)
+                self.journal(Ev.BARRIER_RANK_LOST, version=barrier.version, rank=rank)
                 if len(barrier.acked) >= len(barrier.expected):
                     self._complete(barrier)
         self._poke()
@@ -279,7 +279,7 @@ class LogClientActor:
             if agg:
                 n = agg.line_count
                 self.sink(target, agg.take().encode())
-                self.journal("aggregate_printed", target=wire.TARGETS[target], lines=n)
+                self.journal(Ev.AGGREGATE_PRINTED, target=wire.TARGETS[target], lines=n)
 
     # -- barriers ---------------------------------------------------------------------------
 
@@ -291,9 +291,9 @@ class LogClientActor:
         barrier = _Barrier(self.version, expected, time.monotonic(), loop.create_future())
         self._barrier = barrier
         if old is not None:
-            self.journal("barrier_superseded", version=old.version, by=barrier.version)
+            self.journal(Ev.BARRIER_SUPERSEDED, version=old.version, by=barrier.version)
             self._answer(old, "superseded")
-        self.journal("barrier_started", version=barrier.version, expected=len(expected))
+        self.journal(Ev.BARRIER_STARTED, version=barrier.version, expected=len(expected))
         if not expected:
             self._complete(barrier)
         return barrier
@@ -307,23 +307,23 @@ class LogClientActor:
     def _on_ack(self, rank: int, version: int, via: str = "marker") -> None:
         barrier = self._barrier
         if barrier is None:
-            self.journal("barrier_no_open", version=version, rank=rank)
+            self.journal(Ev.BARRIER_NO_OPEN, version=version, rank=rank)
             return
         if version != barrier.version:
-            self.journal("barrier_stale", version=version, rank=rank, current=barrier.version)
+            self.journal(Ev.BARRIER_STALE, version=version, rank=rank, current=barrier.version)
             return
         if rank not in barrier.expected or rank in barrier.acked:
-            self.journal("barrier_unexpected_ack", version=version, rank=rank)
+            self.journal(Ev.BARRIER_UNEXPECTED_ACK, version=version, rank=rank)
             return
         barrier.acked.add(rank)
-        self.journal("barrier_acked", version=version, rank=rank, via=via)
+        self.journal(Ev.BARRIER_ACKED, version=version, rank=rank, via=via)
         if len(barrier.acked) >= len(barrier.expected):
             self._complete(barrier)
 
     def _complete(self, barrier: _Barrier) -> None:
         self.print_aggregates()
         latency = time.monotonic() - barrier.started
-        self.journal("barrier_completed", version=barrier.version, latency_s=latency)
+        self.journal(Ev.BARRIER_COMPLETED, version=barrier.version, latency_s=latency)
         self._answer(barrier, "completed")
 
     def expire(self, barrier: _Barrier) -> None:
@@ -331,7 +331,7 @@ class LogClientActor:
         if barrier.future.done():
             return
         missing = sorted(barrier.expected - barrier.acked)
-        self.journal("barrier_timeout", version=barrier.version, missing=missing)
+        self.journal(Ev.BARRIER_TIMEOUT, version=barrier.version, missing=missing)
         self._answer(barrier, "timeout")
 
     def _answer(self, barrier: _Barrier, status: str) -> None:

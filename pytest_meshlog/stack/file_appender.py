@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from .journal import Journal
+from .journal import Ev, Journal
 
 STREAMS = ("stdout", "stderr")
 _END = None
@@ -66,7 +66,7 @@ class FileAppender:
             for s, p in self.paths.items()
         }
         self._tasks = [asyncio.create_task(self._writer(s)) for s in STREAMS]
-        journal("file_appender_created", dir=directory, files=sorted(self.paths.values()))
+        journal(Ev.FILE_APPENDER_CREATED, dir=directory, files=sorted(self.paths.values()))
 
     def redirect(self, path: str) -> None:
         """Point both files at `path` (fault injection: /dev/full makes every write fail)."""
@@ -74,7 +74,7 @@ class FileAppender:
         for own in self._fds.values():
             os.dup2(fd, own)
         os.close(fd)
-        self.journal("file_appender_redirected", path=path)
+        self.journal(Ev.FILE_APPENDER_REDIRECTED, path=path)
 
     # -- backpressure -----------------------------------------------------------------------
 
@@ -107,7 +107,7 @@ class FileAppender:
         """Queue a batch for the stream's writer; never blocks the tee (a full queue holds
         the tee's reading instead)."""
         if self.stop.is_set():
-            self.journal("file_post_after_close", stream=stream, lines=len(lines))
+            self.journal(Ev.FILE_POST_AFTER_CLOSE, stream=stream, lines=len(lines))
             return
         self._queues[stream].put_nowait(lines)
         self.posted_lines[stream] += len(lines)
@@ -146,7 +146,7 @@ class FileAppender:
                 except OSError as exc:
                     self.write_errors[stream] += len(batch)
                     self.journal(
-                        "file_write_error", stream=stream, lines=len(batch), error=str(exc)
+                        Ev.FILE_WRITE_ERROR, stream=stream, lines=len(batch), error=str(exc)
                     )
                 took = time.monotonic() - started
                 if took > self.slowest_batch_s[stream]:
@@ -172,7 +172,7 @@ class FileAppender:
         for stream, task in zip(STREAMS, self._tasks, strict=True):
             if task in pending:
                 self.journal(
-                    "file_writer_timed_out",
+                    Ev.FILE_WRITER_TIMED_OUT,
                     stream=stream,
                     path=self.paths[stream],
                     unwritten_lines=self._unwritten(stream),
@@ -185,7 +185,7 @@ class FileAppender:
             if self._held[stream]:
                 self._release(stream)
         self.journal(
-            "file_appender_closed",
+            Ev.FILE_APPENDER_CLOSED,
             lines_written=dict(self.lines_written),
             write_errors=dict(self.write_errors),
             timed_out=bool(pending),

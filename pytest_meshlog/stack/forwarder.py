@@ -25,7 +25,7 @@ from .channel import (
     private_dir,
     serve,
 )
-from .journal import Journal
+from .journal import Ev, Journal
 
 HEARTBEAT_S = 1.0
 DEFAULT_BATCH_LINES = 100
@@ -96,7 +96,7 @@ class LogForwardActor:
             self.client = await dial(self.client_addr, client, deadline, what="log client")
             info = {"rank": self.rank, "hostname": self.hostname, "proc_id": self.proc_id}
             client.send((wire.HELLO, "forwarder", self._proof({**info, "pid": os.getpid()})))
-        self.journal("forwarder_started", rank=self.rank, channel=path)
+        self.journal(Ev.FORWARDER_STARTED, rank=self.rank, channel=path)
         self._post_heartbeat()
 
     # -- served channel -------------------------------------------------------------------
@@ -171,7 +171,7 @@ class LogForwardActor:
         elif kind == wire.STOP:
             if role != "sender":
                 raise wire.FrameError("a Stop from a peer that is not a sender")
-            self.journal("stop_requested")
+            self.journal(Ev.STOP_REQUESTED)
             self.on_stop()
 
     def _on_channel_closed(self, conn: FrameConnection, exc: BaseException | None) -> None:

@@ -27,7 +27,7 @@ from . import spare
 from .channel import FrameConnection, private_dir
 from .client import BarrierOutcome, LogClientActor, NotWaited, Sink
 from .config import ConfigError, StackConfig
-from .journal import Event, Journal, read_journal
+from .journal import Ev, Event, Journal, read_journal
 from .procs import claim, set_parent_death_signal, sweep_stale
 
 T = TypeVar("T")
@@ -130,7 +130,7 @@ class LoggingMeshClient:
             claim(self.workdir)
         self.journal = Journal(self.journal_dir, "driver")
         for path, owner in sweep_stale(os.path.dirname(self.sockdir)):  # of killed drivers
-            self.journal("stale_dir_removed", path=path, owner_pid=owner)
+            self.journal(Ev.STALE_DIR_REMOVED, path=path, owner_pid=owner)
         self.client = LogClientActor(
             os.path.join(self.sockdir, "client.sock"), self.journal, sink, consume_delay,
             batch_lines=self.config.read_log_buffer,
@@ -400,7 +400,7 @@ class LoggingMeshClient:
     async def _stop(self, timeout: float) -> StopOutcome:
         t0 = time.monotonic()
         deadline = t0 + timeout
-        self.journal("stop_begin")
+        self.journal(Ev.STOP_BEGIN)
         problems: list[str] = []
         barrier = await self._flush(min(timeout * 0.3, 5.0))
         if not barrier.completed:
@@ -461,7 +461,7 @@ class LoggingMeshClient:
         for host in self._hosts:  # one that answered gets a moment to exit; a silent one not
             grace = 0.0 if host in silent else 1.0
             await self._reap_host(host, max(time.monotonic() + grace, deadline))
-        self.journal("stop_end")
+        self.journal(Ev.STOP_END)
         return StopOutcome(
             barrier,
             dict(self.exits),

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import wire
 from .channel import FrameConnection, dial, guard_dialed
-from .journal import Journal
+from .journal import Ev, Journal
 
 
 class LocalLogSender:
@@ -47,14 +47,14 @@ class LocalLogSender:
         try:
             await dial(channel, conn, deadline, what=f"rank {self.rank} forwarder ({self.stream})")
         except (TimeoutError, OSError) as exc:
-            self.journal("sender_failed", rank=self.rank, stream=self.stream, error=str(exc))
+            self.journal(Ev.SENDER_FAILED, rank=self.rank, stream=self.stream, error=str(exc))
             return False
         self.conn = conn
         info: dict[str, Any] = {"stream": self.stream, "rank": self.rank}
         if self.secret is not None:
             info["secret"] = self.secret
         conn.send((wire.HELLO, "sender", info))
-        self.journal("sender_connected", rank=self.rank, stream=self.stream)
+        self.journal(Ev.SENDER_CONNECTED, rank=self.rank, stream=self.stream)
         return True
 
     @property
@@ -67,7 +67,7 @@ class LocalLogSender:
             return True
         if not self.skipped_lines:
             self.journal(
-                "send_skipped", rank=self.rank, stream=self.stream, lines=len(lines), what="log"
+                Ev.SEND_SKIPPED, rank=self.rank, stream=self.stream, lines=len(lines), what="log"
             )
         self.skipped_lines += len(lines)
         return False
@@ -76,7 +76,7 @@ class LocalLogSender:
         if self.conn is not None and self.conn.send((wire.FLUSH, version)):
             return True
         self.skipped_flushes += 1
-        self.journal("send_skipped", rank=self.rank, stream=self.stream, lines=0, what="flush")
+        self.journal(Ev.SEND_SKIPPED, rank=self.rank, stream=self.stream, lines=0, what="flush")
         return False
 
     def stop_child(self) -> bool:
@@ -87,12 +87,12 @@ class LocalLogSender:
             self.on_sync(msg[1])
 
     def _on_closed(self, conn: FrameConnection, exc: BaseException | None) -> None:
-        self.journal("sender_closed", rank=self.rank, stream=self.stream)
+        self.journal(Ev.SENDER_CLOSED, rank=self.rank, stream=self.stream)
 
     async def close(self, deadline: float) -> None:
         if self.skipped_lines:
             self.journal(
-                "send_skipped_total", rank=self.rank, stream=self.stream, lines=self.skipped_lines
+                Ev.SEND_SKIPPED_TOTAL, rank=self.rank, stream=self.stream, lines=self.skipped_lines
             )
         if self.conn is not None:
             await self.conn.flush_out(min(deadline, time.monotonic() + 1.0))

@@ -18,7 +18,7 @@ import termios
 from typing import TYPE_CHECKING
 
 from .framing import LineFramer
-from .journal import Journal
+from .journal import Ev, Journal
 
 if TYPE_CHECKING:
     from .file_appender import FileAppender
@@ -170,12 +170,12 @@ class StreamFwder:
         tail = self.framer.take_partial()
         if tail is not None:
             self._forward([tail])
-            self.journal("partial_forwarded", rank=self.rank, stream=self.stream, nbytes=len(tail))
-        self.journal("eof", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
-        self.journal("console_bytes", rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+            self.journal(Ev.PARTIAL_FORWARDED, rank=self.rank, stream=self.stream, nbytes=len(tail))
+        self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal(Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
         if self.sender is not None:
             self.sender.flush(None)
-            self.journal("flush_none_posted", rank=self.rank, stream=self.stream)
+            self.journal(Ev.FLUSH_NONE_POSTED, rank=self.rank, stream=self.stream)
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
@@ -199,7 +199,7 @@ class StreamFwder:
             self._eof()
         lines = self.peek()
         self.journal(
-            "abort",
+            Ev.ABORT,
             rank=self.rank,
             stream=self.stream,
             peek=[ln.decode("utf-8", "replace") for ln in lines[-10:]],
