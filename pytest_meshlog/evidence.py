@@ -19,21 +19,9 @@ from fake_procs import Script, emitted, find_tag, framed, progress_path
 from .backend import MeshClient
 from .lines import Lines, as_lines
 from .report import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
-from .stack import ExitInfo
-from .stack.client import BarrierOutcome
+from .stack import ExitInfo, StopProblem
 
 STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
-
-
-def barrier_result(outcome: BarrierOutcome) -> BarrierResult:
-    return BarrierResult(
-        outcome.version,
-        outcome.status,  # type: ignore[arg-type]  # one of the three statuses the client sets
-        outcome.acked_ranks,
-        outcome.missing_ranks,
-        outcome.latency_s,
-        dict(outcome.not_waited),
-    )
 
 
 def died_abruptly(info: ExitInfo | None) -> bool:
@@ -270,9 +258,9 @@ def gather(
     stream_to_client: bool,
     aggregated: bool,
     files: Sequence[str],
-    barriers: Sequence[BarrierOutcome],
+    barriers: Sequence[BarrierResult],
     faulted_ranks: frozenset[int] = frozenset(),
-    stop_problems: Sequence[str] = (),
+    stop_problems: Sequence[StopProblem] = (),
 ) -> MeshEvidence:
     journal = client.read_journal()
     gate = client.config.file_log_gate()
@@ -338,7 +326,7 @@ def gather(
         seed=seed,
         ranks=tuple(rank_evidence),
         journal=tuple(journal),
-        barriers=tuple(barrier_result(b) for b in barriers),
+        barriers=tuple(barriers),
         stream_to_client=stream_to_client,
         aggregated=aggregated,
         files_expected=gate is None,

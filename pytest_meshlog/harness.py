@@ -22,8 +22,7 @@ from .backend import MeshClient, MeshPlan, StackBackend, not_applicable
 from .markers import Expectation, Fault, MeshOptions
 from .oracle import evaluate
 from .report import BarrierResult, TeardownReport
-from .stack import ExitInfo, MeshError, StopOutcome
-from .stack.client import BarrierOutcome
+from .stack import ExitInfo, MeshError, StopOutcome, StopProblem
 
 _UNSET: Any = object()
 
@@ -73,7 +72,7 @@ class Mesh:
         self.log_dir = log_dir
         self.stack = stack
         self.workdir = client.workdir
-        self.barriers: list[BarrierOutcome] = []
+        self.barriers: list[BarrierResult] = []
         self.hostile: dict[str, str] = {}
         """What each attacked socket did to a `hostile_peer` (socket -> closed/open/...)."""
         self.outcome: StopOutcome | None = None
@@ -108,7 +107,7 @@ class Mesh:
         outcome = self._client.flush(self.timeout if timeout is None else timeout)
         with self._lock:
             self.barriers.append(outcome)
-        return ev.barrier_result(outcome)
+        return outcome
 
     def set_mode(self, stream_to_client: bool = True) -> None:
         """SetMode to every forwarder the client knows (a write to each connection)."""
@@ -160,29 +159,34 @@ class Mesh:
             files=self.outcome.files,
             barriers=self.barriers,
             faulted_ranks=faulted,
-            # the barrier is judged from `barriers`; the Bye rule is re-judged just below
-            stop_problems=[
-                p
-                for p in self.outcome.problems
-                if "pre-stop barrier" not in p and "without confirming" not in p
-            ],
         )
-        silent = sorted(set(self.outcome.unconfirmed_clean_exits) - ev.abrupt_ranks(evidence))
-        if silent:  # exit code 0 after a quiesce, yet no Bye: the tails were not confirmed
-            evidence = dataclasses.replace(
-                evidence,
-                stop_problems=(
-                    *evidence.stop_problems,
-                    f"ranks {silent} exited cleanly without confirming that their final lines "
-                    "were relayed (no Bye from their forwarder)",
-                ),
-            )
-        self.report = evaluate(evidence)
+        problems = _judged_stop_problems(self.outcome.problems, ev.abrupt_ranks(evidence))
+        self.report = evaluate(dataclasses.replace(evidence, stop_problems=problems))
         return self.report
 
     def _check_running(self, what: str) -> None:
         if self.outcome is not None:
             raise RuntimeError(f"mesh.{what}() after stop(): this mesh is already torn down")
+
+
+def _judged_stop_problems(
+    problems: Sequence[StopProblem], abrupt: frozenset[int]
+) -> tuple[StopProblem, ...]:
+    """The stop problems the oracle judges: an incomplete pre-stop barrier is judged from
+    the mesh's barriers (it is one of them), and a rank that exited cleanly without a Bye
+    is a problem only if its script did not end it abruptly (the scripts know, the stack
+    does not)."""
+    out: list[StopProblem] = []
+    for problem in problems:
+        if problem.kind == "barrier_incomplete":
+            continue
+        if problem.kind == "tails_unconfirmed":
+            ranks = tuple(r for r in problem.ranks if r not in abrupt)
+            if ranks:
+                out.append(dataclasses.replace(problem, ranks=ranks))
+            continue
+        out.append(problem)
+    return tuple(out)
 
 
 class MeshHarness:

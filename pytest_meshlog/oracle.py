@@ -117,7 +117,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
     findings += _file_findings(evidence)
     findings += _orphaned_barriers(journal)
     findings += _writer_findings(journal)
-    findings += [Finding("stop", problem) for problem in evidence.stop_problems]
+    findings += [Finding("stop", problem.message) for problem in evidence.stop_problems]
     return TeardownReport(
         seed=evidence.seed,
         streams=tuple(streams),

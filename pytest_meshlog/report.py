@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-if TYPE_CHECKING:
-    from .stack.client import NotWaited
+from .stack.outcomes import BarrierOutcome, StopProblem
+from .stack.outcomes import BarrierStatus as BarrierStatus
+
+BarrierResult = BarrierOutcome
+"""The answer one barrier caller got (the stack's own result type, SPEC 1.11)."""
 
 Stream = Literal["stdout", "stderr"]
 Where = Literal["client", "file"]
-BarrierStatus = Literal["completed", "superseded", "timeout"]
 BarrierExpectation = Literal["complete", "timeout"]
 
 RULE_CRASH = "crash-last-batch"
@@ -42,24 +44,6 @@ _TIMELINE_WIDTH = 5  # journal events either side of the anchor in a problem mes
 
 
 # --------------------------------------------------------------------------- evidence
-
-
-@dataclass(frozen=True)
-class BarrierResult:
-    """The answer one barrier caller got; every caller gets one (SPEC 1.11)."""
-
-    version: int
-    status: BarrierStatus
-    acked_ranks: tuple[int, ...] = ()
-    missing_ranks: tuple[int, ...] = ()
-    latency_s: float = 0.0
-    not_waited: Mapping[int, NotWaited] = field(default_factory=dict)
-    """Ranks not waited for, and why: `exited` (the child had ended), `finished` (its
-    forwarder had relayed its final lines and said Bye), `disconnected`, `never_connected`."""
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "completed"
 
 
 @dataclass(frozen=True)
@@ -112,7 +96,7 @@ class MeshEvidence:
     files_expected: bool = False
     files: tuple[str, ...] = ()
     files_gate_reason: str | None = None
-    stop_problems: tuple[str, ...] = ()  # what the stack's own stop() saw go wrong
+    stop_problems: tuple[StopProblem, ...] = ()  # what the stack's own stop() saw go wrong
     journal_expected: bool = True  # False: the backend keeps no journal (rules not checkable)
 
 

@@ -32,7 +32,8 @@ def test_a_frozen_host_is_a_missed_deadline_not_a_crash(tmp_path: Path) -> None:
             1: "host0 did not answer within the stop deadline (3 s)",
         }
         assert 0 not in outcome.exits and 1 not in outcome.exits
-        assert any("did not answer within the stop deadline" in p for p in outcome.problems)
+        unanswered = [(p.host, p.ranks) for p in outcome.problems if p.kind == "host_unanswered"]
+        assert unanswered == [(0, (0, 1))], outcome.problems
         assert host.poll() is not None  # killed at the deadline, not left frozen
 
 

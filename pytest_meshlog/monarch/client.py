@@ -30,7 +30,7 @@ from fake_procs import emitted, expected_lines, progress_path, read_progress
 
 from ..backend import MeshPlan
 from ..report import Stream
-from ..stack import BarrierOutcome, ExitInfo, MeshError, StopOutcome
+from ..stack import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
 from ..stack.channel import private_dir
 from .output import STREAMS, Parsed, output_problems, parse_output
 
@@ -282,12 +282,15 @@ class MonarchMeshClient:
             answer = self._call("flush", timeout + SLACK_S, version=version, timeout=timeout)
         except MeshError as exc:
             self.notes.append(f"barrier {version}: {exc}")
-            return BarrierOutcome(version, "timeout", ranks, (), ranks, time.monotonic() - start)
+            latency = time.monotonic() - start
+            return BarrierOutcome(version, "timeout", (), ranks, latency, expected=ranks)
         if answer["status"] == "completed":
-            return BarrierOutcome(version, "completed", ranks, ranks, (), answer["latency_s"])
+            return BarrierOutcome(
+                version, "completed", ranks, (), answer["latency_s"], expected=ranks
+            )
         self.notes.append(f"barrier {version}: Monarch's flush ended with {answer['error']}")
         # Monarch's flush does not say which procs did not answer: all of them are named
-        return BarrierOutcome(version, "timeout", ranks, (), ranks, answer["latency_s"])
+        return BarrierOutcome(version, "timeout", (), ranks, answer["latency_s"], expected=ranks)
 
     def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "") -> None:
         if sig not in _PAUSE:
@@ -346,23 +349,33 @@ class MonarchMeshClient:
         """Barrier, then `ProcMesh.stop()`, then the helper's own exit (which shuts the
         local host down and closes its files), each under the deadline."""
         start = time.monotonic()
-        problems: list[str] = []
+        problems: list[StopProblem] = []
         barrier = self.flush(timeout)
-        if not barrier.completed:
-            problems.append(f"the pre-stop barrier did not complete ({barrier.status})")
+        if not barrier.completed:  # judged from the mesh's barriers, where it also is
+            problems.append(
+                StopProblem(
+                    "barrier_incomplete",
+                    barrier.missing_ranks,
+                    detail=f"v{barrier.version} {barrier.status}",
+                )
+            )
         self._watch_descendants()
         try:
             answer = self._call("stop", timeout + SLACK_S, timeout=timeout)
             self._files = sorted(set(self._files) | set(answer["files"]))
         except MeshError as exc:
-            problems.append(str(exc))
+            problems.append(StopProblem("teardown_failed", tuple(self.ranks), detail=str(exc)))
         if self._proc is not None:  # else its death is already reported
             try:
                 self._call("exit", timeout)
                 if self._proc is not None:
                     self._proc.wait(timeout)
             except (MeshError, subprocess.TimeoutExpired) as exc:
-                problems.append(f"the Monarch helper did not shut down: {exc}")
+                problems.append(
+                    StopProblem(
+                        "teardown_failed", detail=f"the Monarch helper did not shut down: {exc}"
+                    )
+                )
         self._kill_helper()
         stopped = [r for r in self.ranks if self.exits.get(r) is None]
         for rank in self.ranks:
@@ -380,7 +393,10 @@ class MonarchMeshClient:
         totals = dict.fromkeys(STREAMS, 0)
         for (_, stream), data in self._emitted_bytes().items():
             totals[stream] += len(data)
-        problems += output_problems(self.parsed(), totals)
+        problems += (
+            StopProblem("backend_output", detail=text)
+            for text in output_problems(self.parsed(), totals)
+        )
         return StopOutcome(
             barrier=barrier, exits=dict(self.exits), tails={}, files=files,
             unconfirmed_ranks=(), problems=problems, unconfirmed_clean_exits=(),

@@ -10,19 +10,20 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import BarrierOutcome
     from .config import ConfigError, StackConfig
-    from .mesh_client import ChildSpec, ExitInfo, LoggingMeshClient, MeshError, StopOutcome
+    from .mesh_client import ChildSpec, LoggingMeshClient, MeshError
+    from .outcomes import BarrierOutcome, ExitInfo, StopOutcome, StopProblem
 
 _MODULE_OF = {
-    "BarrierOutcome": "client",
+    "BarrierOutcome": "outcomes",
+    "StopProblem": "outcomes",
     "ConfigError": "config",
     "StackConfig": "config",
     "ChildSpec": "mesh_client",
-    "ExitInfo": "mesh_client",
+    "ExitInfo": "outcomes",
     "LoggingMeshClient": "mesh_client",
     "MeshError": "mesh_client",
-    "StopOutcome": "mesh_client",
+    "StopOutcome": "outcomes",
 }
 __all__ = [
     "BarrierOutcome",
@@ -33,6 +34,7 @@ __all__ = [
     "MeshError",
     "StackConfig",
     "StopOutcome",
+    "StopProblem",
 ]
 
 

@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from . import wire
 from .aggregate import Aggregator
 from .channel import FrameConnection, guard_accepted, new_secret, serve
 from .journal import Ev, Journal
+from .outcomes import BarrierOutcome, BarrierStatus
 
 Sink = Callable[[int, bytes], None]
 """Where printed output goes: (target 0=stdout/1=stderr, bytes)."""
@@ -65,30 +66,6 @@ class LineRecord:
         """The batches as they arrived, unsplit (each holds its lines joined by `\\n`): for
         a reader of every line that wants no object per line (the evidence)."""
         return list(self._blobs)
-
-
-NotWaited = Literal["exited", "finished", "disconnected", "never_connected"]
-"""Why a barrier did not wait for a rank: its child had exited; its forwarder had said Bye
-(its final lines were relayed); its forwarder's connection was gone; or it never had one."""
-
-
-@dataclass(frozen=True)
-class BarrierOutcome:
-    """How one barrier ended, for its caller."""
-
-    version: int
-    status: str  # "completed" | "superseded" | "timeout"
-    expected: tuple[int, ...]
-    acked_ranks: tuple[int, ...]
-    missing_ranks: tuple[int, ...]
-    latency_s: float
-    lost_ranks: tuple[int, ...] = ()  # expected, but their forwarder died during the barrier
-    not_waited: tuple[tuple[int, NotWaited], ...] = ()
-    """Ranks of the mesh the barrier did not wait for, each with why (set by the mesh)."""
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "completed"
 
 
 @dataclass
@@ -334,7 +311,7 @@ class LogClientActor:
         self.journal(Ev.BARRIER_TIMEOUT, version=barrier.version, missing=missing)
         self._answer(barrier, "timeout")
 
-    def _answer(self, barrier: _Barrier, status: str) -> None:
+    def _answer(self, barrier: _Barrier, status: BarrierStatus) -> None:
         if self._barrier is barrier:
             self._barrier = None
         if barrier.future.done():
@@ -343,10 +320,10 @@ class LogClientActor:
             BarrierOutcome(
                 version=barrier.version,
                 status=status,
-                expected=tuple(sorted(barrier.expected)),
                 acked_ranks=tuple(sorted(barrier.acked)),
                 missing_ranks=tuple(sorted(barrier.expected - barrier.acked)),
                 latency_s=time.monotonic() - barrier.started,
+                expected=tuple(sorted(barrier.expected)),
                 lost_ranks=tuple(sorted(barrier.lost)),
             )
         )

@@ -25,9 +25,17 @@ from typing import Any, TypeVar
 
 from . import spare
 from .channel import FrameConnection, private_dir
-from .client import BarrierOutcome, LogClientActor, NotWaited, Sink
+from .client import LogClientActor, Sink
 from .config import ConfigError, StackConfig
 from .journal import Ev, Event, Journal, read_journal
+from .outcomes import (
+    BarrierOutcome,
+    ExitInfo,
+    NotWaited,
+    PipeHolder,
+    StopOutcome,
+    StopProblem,
+)
 from .procs import claim, set_parent_death_signal, sweep_stale
 
 T = TypeVar("T")
@@ -39,42 +47,6 @@ class ChildSpec:
 
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ExitInfo:
-    code: int | None
-    signal: int | None
-    killed_by_stack: str | None = None
-
-
-@dataclass(frozen=True)
-class PipeHolder:
-    """A process that held a child's stream open after the child let go of it (a
-    descendant of the child); the host ended it so the tee could see EOF."""
-
-    rank: int
-    stream: str
-    pid: int
-    cmdline: str
-
-
-@dataclass
-class StopOutcome:
-    """What `stop()` saw: the pre-stop barrier, exits, peek tails, files, and problems."""
-
-    barrier: BarrierOutcome
-    exits: dict[int, ExitInfo]
-    tails: dict[int, dict[str, list[str]]]
-    files: list[str]
-    unconfirmed_ranks: tuple[int, ...]
-    problems: list[str]
-    unconfirmed_clean_exits: tuple[int, ...]
-    duration_s: float
-    pipe_holders: tuple[PipeHolder, ...] = ()
-    unanswered_ranks: tuple[int, ...] = ()
-    """Ranks whose host did not answer `stop` within its deadline (frozen or overloaded):
-    how they ended is unknown, which is not a crash; the host was killed at the deadline."""
 
 
 class MeshError(RuntimeError):
@@ -325,7 +297,7 @@ class LoggingMeshClient:
             for r, c in self.client.forwarders.items()
             if c.active and r not in self.client.said_bye and r not in self.exits
         )
-        not_waited = tuple((r, self._why_not_waited(r)) for r in self.ranks if r not in expected)
+        not_waited = {r: self._why_not_waited(r) for r in self.ranks if r not in expected}
         barrier = self.client.start_sync_flush(expected)
         self.client.cast_force_sync(barrier)
         try:
@@ -401,11 +373,15 @@ class LoggingMeshClient:
         t0 = time.monotonic()
         deadline = t0 + timeout
         self.journal(Ev.STOP_BEGIN)
-        problems: list[str] = []
+        problems: list[StopProblem] = []
         barrier = await self._flush(min(timeout * 0.3, 5.0))
         if not barrier.completed:
             problems.append(
-                f"pre-stop barrier v{barrier.version} {barrier.status}: missing ranks {list(barrier.missing_ranks)}"
+                StopProblem(
+                    "barrier_incomplete",
+                    ranks=barrier.missing_ranks,
+                    detail=f"v{barrier.version} {barrier.status}",
+                )
             )
         tails: dict[int, dict[str, list[str]]] = {}
         files: list[str] = []
@@ -420,14 +396,25 @@ class LoggingMeshClient:
                 )
             except MeshError as exc:
                 if host.proc.poll() is not None:  # it died: that is not a missed deadline
-                    problems.append(str(exc))
+                    problems.append(
+                        StopProblem(
+                            "host_lost", tuple(host.ranks), host=host.index, detail=str(exc)
+                        )
+                    )
                     continue
                 silent.append(host)
                 why = f"host{host.index} did not answer within the stop deadline ({timeout:g} s)"
                 for rank in host.ranks:
                     if rank not in self.exits:
                         self.unanswered[rank] = why
-                problems.append(f"{why}; it was killed at the deadline ({exc})")
+                problems.append(
+                    StopProblem(
+                        "host_unanswered",
+                        tuple(host.ranks),
+                        host=host.index,
+                        detail=f"{why}; it was killed at the deadline ({exc})",
+                    )
+                )
                 continue
             result = msg[1]
             for rank, (code, sig, killed) in result["exits"].items():
@@ -451,10 +438,7 @@ class LoggingMeshClient:
         unconfirmed = tuple(r for r in self.ranks if r not in self.client.said_bye)
         clean = [r for r in unconfirmed if self._exited_cleanly(r)]
         if self.config.enable_log_forwarding and clean:
-            problems.append(
-                f"ranks {clean} exited cleanly without confirming that their final lines were "
-                "relayed (no Bye from their forwarder)"
-            )
+            problems.append(StopProblem("tails_unconfirmed", tuple(clean)))
         self.client.print_aggregates()
         for host in self._hosts:
             host.ctl.send(("shutdown",))
