@@ -50,6 +50,7 @@ from .procs import (
 )
 from .sender import LocalLogSender
 from .tee import StreamFwder
+from .waits import poll_until
 
 STREAMS = ("stdout", "stderr")
 SPAWN_CONNECT_TIMEOUT_S = 15.0
@@ -229,14 +230,19 @@ class BootstrapProcManager:
         """SIGSTOP stops a threaded process only once one of its threads runs to take it:
         wait until every thread is stopped, so "stopped" means stopped (bounded)."""
         tasks = f"/proc/{self.children[rank].proc.pid}/task"
-        while time.monotonic() < deadline:
+        gone = False
+
+        def stopped() -> bool:
+            nonlocal gone
             try:
                 states = [_thread_state(f"{tasks}/{t}/stat") for t in os.listdir(tasks)]
             except OSError:
-                return False  # gone
-            if all(s in ("T", "t") for s in states):
+                gone = True
                 return True
-            await asyncio.sleep(0.001)
+            return all(s in ("T", "t") for s in states)
+
+        if await poll_until(stopped, deadline, most=0.01):
+            return not gone
         self.journal(Ev.STOP_SIGNAL_SLOW, rank=rank)
         return False
 
@@ -373,11 +379,13 @@ class BootstrapProcManager:
             except ProcessLookupError:
                 continue
             self._end(pid, cmdline(pid), rank_of.get(group), reason)
-        until = min(deadline, time.monotonic() + 2.0)
-        while others and time.monotonic() < until:
-            others = [p for p in others if not reaped(p)]
-            if others:
-                await asyncio.sleep(0.005)
+        pending = set(others)
+
+        def all_reaped() -> bool:
+            pending.difference_update([p for p in pending if reaped(p)])
+            return not pending
+
+        await poll_until(all_reaped, min(deadline, time.monotonic() + 2.0))
 
 
 def _exec_child(

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import wire
 from .journal import Ev
+from .waits import poll_until
 from .wire import FrameDecoder, FrameError, decode, encode, frame
 
 OnMessage = Callable[["FrameConnection", list[Any]], None]
@@ -296,12 +297,14 @@ class FrameConnection(asyncio.Protocol):
 
     async def flush_out(self, deadline: float) -> bool:
         """Wait until everything written has left this process; False at the deadline."""
-        while self.active and self.transport is not None:
-            if self._outgoing is None and self.transport.get_write_buffer_size() == 0:
+
+        def drained_or_gone() -> bool:
+            if not self.active or self.transport is None:
                 return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.001)
+            return self._outgoing is None and self.transport.get_write_buffer_size() == 0
+
+        if not await poll_until(drained_or_gone, deadline, most=0.005):
+            return False
         return self.transport is not None and self.transport.get_write_buffer_size() == 0
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ from .outcomes import (
     StopProblem,
 )
 from .procs import claim, set_parent_death_signal, sweep_stale
+from .waits import process_exit
 
 T = TypeVar("T")
 
@@ -114,7 +115,6 @@ class LoggingMeshClient:
         """rank -> why its end is unknown (its host did not answer stop by the deadline)."""
         self.host_of: dict[int, int] = {}
         self._hosts: list[_Host] = []
-        self._exited = threading.Event()
         self._closed = False
         self._stopped: StopOutcome | None = None
         self._loop = asyncio.new_event_loop()
@@ -466,8 +466,8 @@ class LoggingMeshClient:
         )
 
     async def _reap_host(self, host: _Host, deadline: float) -> None:
-        while host.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        if host.proc.poll() is None:
+            await process_exit(host.proc.pid, deadline)
         if host.proc.poll() is None:
             host.proc.kill()
             host.proc.wait()
@@ -485,9 +485,6 @@ class LoggingMeshClient:
 
     def read_journal(self) -> list[Event]:
         return read_journal(self.journal_dir)
-
-    def console_paths(self) -> list[tuple[str, str]]:
-        return [host.console for host in self._hosts]
 
     # -- cleanup ----------------------------------------------------------------------------
 

@@ -39,7 +39,6 @@ class LocalLogSender:
         self.conn: FrameConnection | None = None
         self.on_sync: Callable[[int], None] | None = None
         self.skipped_lines = 0
-        self.skipped_flushes = 0
 
     async def connect(self, channel: str, deadline: float) -> bool:
         conn = FrameConnection(self._on_message, self._on_closed)
@@ -75,7 +74,6 @@ class LocalLogSender:
     def flush(self, version: int | None = None) -> bool:
         if self.conn is not None and self.conn.send((wire.FLUSH, version)):
             return True
-        self.skipped_flushes += 1
         self.journal(Ev.SEND_SKIPPED, rank=self.rank, stream=self.stream, lines=0, what="flush")
         return False
 

@@ -58,7 +58,6 @@ class StreamFwder:
         self.stop = asyncio.Event()
         self.done = asyncio.Event()
         self.bytes_read = 0
-        self.lines_framed = 0
         self.error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._reading = False
@@ -151,7 +150,6 @@ class StreamFwder:
             self.error = exc
 
     def _forward(self, lines: list[bytes]) -> None:
-        self.lines_framed += len(lines)
         self.recent.extend(lines)
         n = self.batch_lines
         for start in range(0, len(lines), n):
