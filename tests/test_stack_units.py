@@ -92,12 +92,12 @@ def test_file_appender_close_is_level_triggered(tmp_path: Path) -> None:
 def test_barrier_bookkeeping_stale_and_no_open(tmp_path: Path) -> None:
     async def scenario() -> list[str]:
         client = LogClientActor(str(tmp_path / "c.sock"), Journal(tmp_path, "driver"))
-        client._on_ack(0, 1)  # no barrier open
+        client.barriers.ack(0, 1)  # no barrier open
         b1 = client.start_sync_flush(frozenset({0, 1}))
         b2 = client.start_sync_flush(frozenset({0, 1}))
-        client._on_ack(0, b1.version)  # stale
-        client._on_ack(0, b2.version)
-        client._on_ack(1, b2.version)
+        client.barriers.ack(0, b1.version)  # stale
+        client.barriers.ack(0, b2.version)
+        client.barriers.ack(1, b2.version)
         return [(await b1.future).status, (await b2.future).status]
 
     assert run(scenario()) == ["superseded", "completed"]

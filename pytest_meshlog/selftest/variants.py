@@ -259,35 +259,35 @@ def _write_error_discards_unread(mesh: Any) -> None:
 
 
 def _second_barrier_orphans_first(mesh: Any) -> None:
-    client = mesh.client
-    original = client.start_sync_flush
+    barriers = mesh.client.barriers
+    original = barriers.start
 
     def start(expected: frozenset[int]) -> Any:
-        client._barrier = None  # forget the open one: its caller never hears back
+        barriers.open = None  # forget the open one: its caller never hears back
         return original(expected)
 
-    client.start_sync_flush = start
+    barriers.start = start
 
 
 def _barrier_never_ends(mesh: Any) -> None:
-    mesh.client.expire = lambda barrier: None
+    mesh.client.barriers.expire = lambda barrier: None
 
 
 def _barrier_one_ack_early(mesh: Any) -> None:
-    client = mesh.client
-    original = client._on_ack
+    barriers = mesh.client.barriers
+    original = barriers.ack
 
-    def on_ack(rank: int, version: int, via: str = "marker") -> None:
+    def ack(rank: int, version: int, via: str = "marker") -> None:
         original(rank, version, via)
-        barrier = client._barrier
+        barrier = barriers.open
         if (
             barrier is not None
             and barrier.version == version
             and len(barrier.acked) >= len(barrier.expected) - 1
         ):
-            client._complete(barrier)
+            barriers.complete(barrier)
 
-    client._on_ack = on_ack
+    barriers.ack = ack
 
 
 _IN_PROCESS: dict[str, tuple[str, Callable[[], None]]] = {

@@ -303,7 +303,7 @@ class LoggingMeshClient:
         try:
             outcome = await asyncio.wait_for(asyncio.shield(barrier.future), timeout)
         except TimeoutError:
-            self.client.expire(barrier)
+            self.client.barriers.expire(barrier)
             outcome = barrier.future.result()
         return dataclasses.replace(outcome, not_waited=not_waited)
 
