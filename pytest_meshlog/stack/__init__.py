@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import ConfigError, StackConfig
-    from .mesh_client import ChildSpec, LoggingMeshClient, MeshError
-    from .outcomes import BarrierOutcome, ExitInfo, StopOutcome, StopProblem
+    from .mesh_client import ChildSpec, LoggingMeshClient
+    from .outcomes import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
 
 _MODULE_OF = {
     "BarrierOutcome": "outcomes",
@@ -22,7 +22,7 @@ _MODULE_OF = {
     "ChildSpec": "mesh_client",
     "ExitInfo": "outcomes",
     "LoggingMeshClient": "mesh_client",
-    "MeshError": "mesh_client",
+    "MeshError": "outcomes",
     "StopOutcome": "outcomes",
 }
 __all__ = [

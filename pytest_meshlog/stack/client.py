@@ -89,13 +89,13 @@ class LogClientActor:
             conn.info = dict(msg[2])
             self.forwarders[rank] = conn
             self.journal(Ev.FORWARDER_CONNECTED, rank=rank)
-            self._poke()
+            self.poke()
         elif kind == wire.BYE:
             rank = conn.info["rank"]
             self.said_bye.add(rank)
             self.journal(Ev.FORWARDER_BYE, rank=rank)
             self.barriers.said_bye(rank)
-            self._poke()
+            self.poke()
 
     def _on_log(
         self, rank: int, hostname: str, proc_id: str, target: int, count: int, blob: bytes
@@ -135,9 +135,10 @@ class LogClientActor:
             self.lost.add(rank)
             self.journal(Ev.FORWARDER_LOST, rank=rank)
             self.barriers.lost_rank(rank)
-        self._poke()
+        self.poke()
 
-    def _poke(self) -> None:
+    def poke(self) -> None:
+        """Wake `wait_until` callers: something they may wait for changed."""
         self._changed.set()
 
     async def wait_until(self, predicate: Callable[[], bool], deadline: float) -> bool:

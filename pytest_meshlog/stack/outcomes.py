@@ -128,3 +128,7 @@ class StopOutcome:
     unanswered_ranks: tuple[int, ...] = ()
     """Ranks whose host did not answer `stop` within its deadline (frozen or overloaded):
     how they ended is unknown, which is not a crash; the host was killed at the deadline."""
+
+
+class MeshError(RuntimeError):
+    """The mesh could not do what was asked within its deadline; says what was waited for."""
