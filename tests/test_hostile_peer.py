@@ -28,8 +28,9 @@ from typing import Any
 import pytest
 
 from pytest_meshlog.stack import LoggingMeshClient, wire
-from pytest_meshlog.stack.channel import FrameConnection, guard_accepted
+from pytest_meshlog.stack.channel import FrameConnection
 from pytest_meshlog.stack.client import LogClientActor
+from pytest_meshlog.stack.guards import guard_accepted
 from pytest_meshlog.stack.journal import Journal, read_journal
 
 from .stack_helpers import child, events, mesh, wait_delivered

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
-import itertools
-import json
 import os
 import socket
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import wire
-from .journal import Ev
+
+# the guards live in `guards`, the private directories in `private_dirs`; callers (the
+# leak check among them) import them from here
+from .private_dirs import PRIVATE_DIR_LOG_ENV as PRIVATE_DIR_LOG_ENV
+from .private_dirs import PRIVATE_DIRS as PRIVATE_DIRS
+from .private_dirs import PrivateDir as PrivateDir
+from .private_dirs import private_dir as private_dir
 from .waits import poll_until
 from .wire import FrameDecoder, FrameError, decode, encode, frame
 
@@ -313,101 +315,6 @@ class FrameConnection(asyncio.Protocol):
             self.transport.close()
 
 
-def guard_accepted(
-    conn: FrameConnection,
-    where: str,
-    journal: Callable[..., None],
-    *,
-    secret: bytes | None = None,
-    roles: tuple[str, ...] = (),
-    kinds: tuple[int, ...] = (),
-    max_lines: int | None = None,
-    max_frame: int = wire.MAX_FRAME,
-) -> FrameConnection:
-    """Lock down a connection a server accepted. A peer of another uid is refused at once
-    (`connection_refused`). The first frame must be a HELLO of one of `roles`; with a
-    `secret`, it must carry the mesh's secret or the connection is refused. Until then a
-    frame may be at most `wire.HELLO_MAX` bytes, after it `max_frame`; later messages
-    must be one of `kinds`, or a Log of at most `max_lines` lines if that is given. A bad frame
-    closes the connection (`frame_rejected`), a handler that fails on it too
-    (`message_failed`). Whatever happens, only that connection goes; the server keeps
-    serving the others."""
-    me = os.getuid()
-
-    def pid() -> int | None:
-        return None if conn.peer is None else conn.peer.pid
-
-    def check(c: FrameConnection, cred: PeerCred) -> bool:
-        if cred.uid == me:
-            return True
-        journal(
-            Ev.CONNECTION_REFUSED, peer_uid=cred.uid, peer_pid=cred.pid, where=where,
-            reason="another user",
-        )  # fmt: skip
-        return False
-
-    def refused(c: FrameConnection, reason: str) -> None:
-        uid = None if c.peer is None else c.peer.uid
-        journal(Ev.CONNECTION_REFUSED, peer_uid=uid, peer_pid=pid(), where=where, reason=reason)
-
-    def hello(c: FrameConnection, msg: list[Any]) -> str | None:
-        info = wire.check_hello(msg, roles)
-        given = info.pop("secret", None)
-        if secret is not None:
-            if not isinstance(given, bytes):
-                return "HELLO without the mesh secret"
-            if not hmac.compare_digest(given, secret):
-                return "HELLO with a wrong mesh secret"
-        c.max_frame = max_frame
-        return None
-
-    def control(c: FrameConnection, msg: list[Any]) -> None:
-        if max_lines is not None and type(msg[0]) is int and msg[0] == wire.LOG:
-            wire.check_log(msg, max_lines)
-        else:
-            wire.check_control(msg, kinds)
-
-    def rejected(c: FrameConnection, exc: FrameError) -> None:
-        journal(Ev.FRAME_REJECTED, where=where, error=str(exc), peer_pid=pid())
-
-    def failed(c: FrameConnection, exc: BaseException) -> None:
-        journal(Ev.MESSAGE_FAILED, where=where, error=repr(exc), peer_pid=pid())
-
-    conn.accept_peer = check
-    conn.on_frame_error = rejected
-    conn.on_handler_error = failed
-    conn.on_refused = refused
-    conn.max_frame = min(max_frame, wire.HELLO_MAX) if roles else max_frame
-    if roles:
-        conn.gate = hello
-        conn.hello_timeout = HELLO_TIMEOUT_S
-    if kinds or max_lines is not None:
-        conn.validate = control
-    return conn
-
-
-def guard_dialed(
-    conn: FrameConnection, where: str, journal: Callable[..., None], kinds: tuple[int, ...]
-) -> FrameConnection:
-    """The same checks for a connection this process dialed: its peer may send only
-    `kinds`, in small frames; anything else closes it and is journaled."""
-
-    def control(c: FrameConnection, msg: list[Any]) -> None:
-        wire.check_control(msg, kinds)
-
-    def rejected(c: FrameConnection, exc: FrameError) -> None:
-        journal(Ev.FRAME_REJECTED, where=where, error=str(exc), peer_pid=None)
-
-    def failed(c: FrameConnection, exc: BaseException) -> None:
-        journal(Ev.MESSAGE_FAILED, where=where, error=repr(exc), peer_pid=None)
-
-    conn.validate = control
-    conn.on_frame_error = rejected
-    conn.on_handler_error = failed
-    conn.max_frame = wire.HELLO_MAX
-    return conn
-
-
 BACKLOG = 1024
 """Connections a listening socket queues before its server accepts them."""
 
@@ -482,119 +389,3 @@ async def dial(
             continue
         await loop.connect_accepted_socket(lambda: conn, sock)
         return conn
-
-
-SECRET_FD_ENV = "MESHLOG_SECRET_FD"
-"""Set by the bootstrap: a descriptor (one end of a socketpair) holding the mesh secret
-and the channel's batch size. Only the descriptor's number is in the environment; the
-child reads it once at start and closes it (a socket, unlike a pipe, cannot be reopened
-through /proc/<pid>/fd by another process)."""
-
-
-@dataclass(frozen=True)
-class MeshKey:
-    """What a child needs to take part in its mesh's channels."""
-
-    secret: bytes
-    batch_lines: int
-
-
-def new_secret() -> bytes:
-    import secrets
-
-    return secrets.token_bytes(wire.SECRET_BYTES)
-
-
-def hand_key(key: MeshKey) -> socket.socket:
-    """The end a child inherits; the key is already in it, and the other end is closed."""
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        mine.sendall(wire.encode(("key", key.secret, key.batch_lines)))
-    finally:
-        mine.close()
-    theirs.set_inheritable(True)
-    return theirs
-
-
-def take_key(environ: dict[str, str] | None = None) -> MeshKey | None:
-    """In a child: read and close the key descriptor named by SECRET_FD_ENV (consumed)."""
-    raw = os.environ.pop(SECRET_FD_ENV, None)
-    if environ is not None:
-        environ.pop(SECRET_FD_ENV, None)
-    if raw is None or not raw.isdigit():
-        return None
-    try:
-        sock = socket.socket(fileno=int(raw))
-    except OSError:
-        return None
-    if sock.family != socket.AF_UNIX:
-        sock.detach()  # not ours: leave whatever that fd is alone
-        return None
-    try:
-        sock.settimeout(5.0)
-        data = b""
-        while True:
-            more = sock.recv(65536)
-            if not more:
-                break
-            data += more
-    except OSError:
-        return None
-    finally:
-        sock.close()
-    try:
-        msgs = FrameDecoder(wire.HELLO_MAX).feed(data)
-        _, secret, batch_lines = msgs[0]
-    except (FrameError, ValueError, IndexError, TypeError):
-        return None
-    if not isinstance(secret, bytes) or not isinstance(batch_lines, int) or batch_lines < 1:
-        return None
-    return MeshKey(secret, batch_lines)
-
-
-@dataclass(frozen=True)
-class PrivateDir:
-    """A directory `private_dir` made: where, by which process and which code."""
-
-    path: str
-    pid: int
-    creator: str
-    seq: int
-
-
-_SEQ = itertools.count(1)
-PRIVATE_DIRS: list[PrivateDir] = []
-"""Every private directory this process made, oldest first (the leak check reads it)."""
-
-PRIVATE_DIR_LOG_ENV = "MESHLOG_PRIVATE_DIR_LOG"
-"""If set, a file where every process of the stack appends one JSON line per private
-directory it makes, so directories made by hosts and children are attributable too."""
-
-
-def private_dir(prefix: str = "ml-") -> str:
-    """A 0700 directory with a short path (Unix socket paths are limited to ~107 bytes)."""
-    import tempfile
-
-    base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
-    path = tempfile.mkdtemp(prefix=prefix, dir=base)
-    os.chmod(path, 0o700)
-    caller = sys._getframe(1)
-    code = caller.f_code
-    name = getattr(code, "co_qualname", code.co_name)
-    where = f"{name} ({os.path.basename(code.co_filename)}:{caller.f_lineno})"
-    record = PrivateDir(path, os.getpid(), where, next(_SEQ))
-    if len(PRIVATE_DIRS) >= 4096:  # a long-lived process: forget the ones already removed
-        PRIVATE_DIRS[:] = [d for d in PRIVATE_DIRS if os.path.lexists(d.path)]
-    PRIVATE_DIRS.append(record)
-    log = os.environ.get(PRIVATE_DIR_LOG_ENV)
-    if log:
-        line = json.dumps({"path": path, "pid": record.pid, "creator": record.creator})
-        try:
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return path
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
-    return path

@@ -20,9 +20,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .channel import take_key
 from .forwarder import LogForwardActor
 from .journal import Ev, Journal
+from .mesh_key import take_key
 from .patches import apply_patches
 
 START_TIMEOUT_S = 15.0

@@ -15,10 +15,12 @@ from typing import Any
 from . import wire
 from .aggregate_window import AggregateWindow
 from .barriers import Barriers, OpenBarrier
-from .channel import FrameConnection, guard_accepted, new_secret, serve
+from .channel import FrameConnection, serve
+from .guards import guard_accepted
 from .journal import Ev, Journal
 from .lines import LineRecord, stdio_sink
 from .lines import Sink as Sink
+from .mesh_key import new_secret
 from .slow_consumer import consume_slowly
 
 

@@ -16,16 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
-from .channel import (
-    FrameConnection,
-    MeshKey,
-    dial,
-    guard_accepted,
-    guard_dialed,
-    private_dir,
-    serve,
-)
+from .channel import FrameConnection, dial, serve
+from .guards import guard_accepted, guard_dialed
 from .journal import Ev, Journal
+from .mesh_key import MeshKey
+from .private_dirs import private_dir
 
 HEARTBEAT_S = 1.0
 DEFAULT_BATCH_LINES = 100

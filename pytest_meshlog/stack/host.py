@@ -11,8 +11,8 @@ import contextlib
 import os
 import sys
 
-from .bootstrap import main
 from .child import save_coverage
+from .host_control import main
 
 if __name__ == "__main__":
     code = main()

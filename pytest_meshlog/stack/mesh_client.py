@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import spare
-from .channel import private_dir
 from .client import LogClientActor, Sink
 from .config import ConfigError, StackConfig
 from .hosts import HostLink, connect_host
@@ -33,6 +32,7 @@ from .journal import Ev, Event, Journal, read_journal
 from .lifecycle import LIVE, STOPPABLE, Lifecycle, MeshState
 from .outcomes import BarrierOutcome, ExitInfo, MeshError, NotWaited, StopOutcome
 from .outcomes import PipeHolder as PipeHolder
+from .private_dirs import private_dir
 from .procs import claim, sweep_stale
 from .stopping import stop_mesh
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
-from .channel import FrameConnection, dial, guard_dialed
+from .channel import FrameConnection, dial
+from .guards import guard_dialed
 from .journal import Ev, Journal
 
 
