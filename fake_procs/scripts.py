@@ -176,6 +176,34 @@ class Script:
     def flavour(self) -> content.Flavour:
         return self._flavour
 
+    @property
+    def end(self) -> AnyStep | None:
+        """The step the script ends in when nothing can follow it (exit, crash or hang),
+        or None when the script runs off its last step."""
+        if self._steps and self._steps[-1].terminal:
+            return self._steps[-1]
+        return None
+
+    def line_count(self) -> int:
+        """How many complete lines the script writes (both streams)."""
+        return sum(step.line_count() for step in self._steps)
+
+    def cut_after_lines(self, n: int) -> Script:
+        """The script up to the step that completes its first `n` lines, without its end
+        (so another end can follow): `s.cut_after_lines(3).crash()` dies after 3 lines."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ScriptError(f"cut_after_lines(n={n!r}): n must be an int >= 0")
+        kept: list[AnyStep] = []
+        written = 0
+        for step in self._steps:
+            if written >= n or step.terminal:
+                break
+            kept.append(step)
+            written += step.line_count()
+        return Script(
+            kept, seed=self._seed, corpus=self._corpus, name=self._name, flavour=self._flavour
+        )
+
     def __len__(self) -> int:
         return len(self._steps)
 

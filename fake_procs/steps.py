@@ -96,6 +96,10 @@ class Step:
     def writes(self) -> tuple[Stream, ...]:
         return ()
 
+    def line_count(self) -> int:
+        """How many complete lines (newlines) the step writes."""
+        return 0
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": self.kind}
         for f in fields(self):  # type: ignore[arg-type]
@@ -129,6 +133,9 @@ class Line(_Write):
         yield from _check_bool("tag", self.tag)
         yield from super().problems()
 
+    def line_count(self) -> int:
+        return 1
+
 
 @dataclass(frozen=True, kw_only=True)
 class Partial(_Write):
@@ -158,6 +165,9 @@ class Raw(_Write):
         yield from _check_bool("tag", self.tag)
         yield from super().problems()
 
+    def line_count(self) -> int:
+        return self.data.count(b"\n")
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["b64"] = binascii.b2a_base64(out.pop("data"), newline=False).decode("ascii")
@@ -176,6 +186,9 @@ class Flood(_Write):
         yield from _check_int("n", self.n, 0)
         yield from _check_int("line_bytes", self.line_bytes, 1, MAX_LINE_BYTES_ARG)
         yield from super().problems()
+
+    def line_count(self) -> int:
+        return self.n
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +211,9 @@ class Interleave(Step):
 
     def writes(self) -> tuple[Stream, ...]:
         return STREAMS[: min(self.n, 2)] if isinstance(self.n, int) else STREAMS
+
+    def line_count(self) -> int:
+        return self.n
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ import pytest
 from fake_procs import Script, progress_path
 
 from . import evidence as ev
+from . import faults
 from .backend import MeshClient, MeshPlan, StackBackend, not_applicable
 from .markers import Expectation, Fault, MeshOptions
 from .oracle import evaluate
@@ -88,6 +89,17 @@ class Mesh:
     def stopped(self) -> bool:
         return self.outcome is not None
 
+    @property
+    def client(self) -> MeshClient:
+        """The backend's client of this mesh (`LoggingMeshClient` on the reference stack),
+        for what only one stack offers; everything else goes through this `Mesh`."""
+        return self._client
+
+    def _release(self) -> None:
+        """Close the client and the output files (after a failed stop; idempotent)."""
+        self._client.close()
+        self.output.close()
+
     def journal(self) -> list[dict[str, Any]]:
         """The teardown journal so far: every process's events, in time order."""
         return self._client.read_journal()
@@ -137,18 +149,14 @@ class Mesh:
         """Barrier, quiesce, stop, tear down; then compare everything with the scripts."""
         if self.report is not None:
             return self.report
-        for fault in self.faults:
-            if fault.kind == "sigkill_forwarder":
-                self.kill(fault.rank)
         try:
+            faults.at_stop(self.faults, self)
             self.outcome = self._client.stop(self.timeout if timeout is None else timeout)
         finally:
             self._client.close()
             self.output.close()
         self.barriers.append(self.outcome.barrier)
-        faulted = frozenset(
-            f.rank for f in self.faults if f.kind in ("sigkill_forwarder", "close_channel", "crash")
-        ) | frozenset(self._killed)
+        faulted = faults.faulted_ranks(self.faults) | frozenset(self._killed)
         evidence = ev.gather(
             self._client,
             self.scripts,
@@ -262,30 +270,21 @@ class MeshHarness:
             {**_as_kwargs(self.options), **changes, "procs": len(scripts)}, source="spawn()"
         )
         for fault in self.faults:
-            self.require(f"fault:{fault.kind}", f"the test injects the {fault.kind} fault")
+            self.require(faults.needs(fault), f"the test injects the {fault.kind} fault")
         self.require(f"env:{options.env}", f"the mesh runs in the {options.env} environment")
         if options.hosts > 1:
             self.require("hosts>1", f"the mesh has {options.hosts} hosts")
-        scripts = self._apply_script_faults(scripts)
+        scripts = faults.change_scripts(self.faults, scripts)
         workdir = self.tmp_path / f"meshlog-{len(self.meshes)}"
         workdir.mkdir(parents=True, exist_ok=True)
         if log_dir is None and options.env != "test":
             log_dir = workdir / "logs"
-        delay = next(
-            (float(f.params.get("delay", 0.01)) for f in self.faults if f.kind == "slow_client"),
-            0.0,
-        )
         output = ClientOutput(workdir)
-        proc_env = dict(self.env)
-        for fault in self.faults:  # host-wide faults hold from the first line on
-            if fault.kind == "slow_files":
-                proc_env["MESHLOG_FAULT_FILE_DELAY"] = str(float(fault.params.get("delay", 0.01)))
-            elif fault.kind == "file_write_error":
-                proc_env["MESHLOG_FAULT_FILE_ERRORS"] = "1"
         plan = MeshPlan(
             scripts=scripts, options=options, workdir=workdir,
             log_dir=None if log_dir is None else str(log_dir), sink=output, timeout=self.timeout,
-            env=proc_env, client_delay=delay,
+            env={**self.env, **faults.host_env(self.faults)},
+            client_delay=faults.client_delay(self.faults),
         )  # fmt: skip
         try:
             client = self.backend.launch(plan)
@@ -297,37 +296,8 @@ class MeshHarness:
             faults=self.faults, log_dir=plan.log_dir, stack=self.backend.name,
         )  # fmt: skip
         self.meshes.append(mesh)
-        for fault in self.faults:
-            if fault.kind == "close_channel":
-                client.inject(fault.rank, "close_channel")
-            elif fault.kind == "hostile_peer":
-                from .hostile import attack
-
-                surface = getattr(client, "attack_surface", None)
-                if surface is None:
-                    mesh.stop()
-                    pytest.skip(f"stack {self.backend.name} names no attack_surface(rank)")
-                how = fault.params.get("attack", "garbage")
-                mesh.hostile.update(attack(surface(fault.rank), how, fault.rank))
+        faults.after_launch(self.faults, mesh)
         return mesh
-
-    def _apply_script_faults(self, scripts: tuple[Script, ...]) -> tuple[Script, ...]:
-        out = list(scripts)
-        for fault in self.faults:
-            if fault.rank >= len(out):
-                raise ValueError(
-                    f"meshlog_fault {fault.kind!r} targets rank {fault.rank} but the mesh has "
-                    f"{len(out)} children (ranks 0..{len(out) - 1})"
-                )
-            if fault.kind == "crash":
-                out[fault.rank] = crash_after_lines(
-                    out[fault.rank],
-                    int(fault.params.get("after_lines", 0)),
-                    fault.params.get("how", "sigkill"),
-                )
-            elif fault.kind == "hang":
-                out[fault.rank] = hang_at_end(out[fault.rank])
-        return tuple(out)
 
     def finish(self) -> list[TeardownReport]:
         """Stop and verify every mesh not yet done, each exactly once; every mesh is torn
@@ -340,8 +310,7 @@ class MeshHarness:
                 except BaseException as exc:
                     self._failed.append(mesh)
                     failures.append((mesh, exc))
-                    mesh._client.close()
-                    mesh.output.close()
+                    mesh._release()
                     continue
             if mesh.report is not None and mesh not in self._reported:
                 self._reported.append(mesh)
@@ -354,46 +323,6 @@ class MeshHarness:
                 f"stopping mesh {index} (seed {failed.seed}, stack {failed.stack}) failed: {error}"
             ) from error
         return [m.report for m in self.meshes if m.report is not None]
-
-
-_TERMINAL = ("Crash", "Exit", "Hang")
-
-
-def _lines_in(step: object) -> int:
-    kind = type(step).__name__
-    if kind == "Line":
-        return 1
-    if kind in ("Flood", "Interleave"):
-        return int(getattr(step, "n", 0))
-    if kind == "Raw":
-        return bytes(getattr(step, "data", b"")).count(b"\n")
-    return 0
-
-
-def _rebuild(script: Script, steps: Sequence[Any]) -> Script:
-    out = Script(seed=script.seed, name=script.name, flavour=script.flavour)
-    for step in steps:
-        out = out.then(step)
-    return out
-
-
-def crash_after_lines(script: Script, after_lines: int, how: str) -> Script:
-    """The script up to the step that completes `after_lines` lines, then a crash."""
-    kept: list[Any] = []
-    written = 0
-    for step in script.steps:
-        if written >= after_lines or type(step).__name__ in _TERMINAL:
-            break
-        kept.append(step)
-        written += _lines_in(step)
-    return _rebuild(script, kept).crash(how)  # type: ignore[arg-type]
-
-
-def hang_at_end(script: Script) -> Script:
-    """The script, then a hang, unless it already ends by itself."""
-    if script.steps and type(script.steps[-1]).__name__ in _TERMINAL:
-        return script
-    return script.hang()
 
 
 def _as_kwargs(options: MeshOptions) -> dict[str, Any]:

@@ -8,33 +8,33 @@ from typing import Any
 
 import pytest
 
+from .faults import FAULT_KINDS, FAULTS, HOSTILE_ATTACKS, problem
 from .stack.config import ENVS
+
+__all__ = [
+    "FAULT_KINDS",
+    "HOSTILE_ATTACKS",
+    "MARKERS",
+    "MARKS",
+    "Expectation",
+    "Fault",
+    "MarkerError",
+    "MeshOptions",
+    "TestMarks",
+    "marks_of",
+    "parse_marks",
+]
 
 MARKERS = {
     "meshlog": "meshlog(procs=, hosts=, env=, force_file_log=, aggregate_window_sec=, "
     "prefix_with_rank=, read_log_buffer=, stream_to_client=): mesh settings for one test",
     "meshlog_fault": "meshlog_fault(kind, rank=0, **params): failure injection on top of the "
-    "scripts; kinds: " + ", ".join(sorted(("crash", "sigkill_forwarder", "close_channel",
-                                             "slow_client", "file_write_error", "slow_files", "hang",
-                                             "hostile_peer"))),
+    "scripts; kinds: " + ", ".join(sorted(FAULT_KINDS)),
     "meshlog_expect": "meshlog_expect(lost_at_most=0, barrier='complete'|'timeout'): what the "
     "test expects instead of 'nothing lost, every barrier completes'",
     "meshlog_catalog": "a scenario of the built-in teardown catalog (added by --meshlog); "
     "select them alone with -m meshlog_catalog",
 }  # fmt: skip
-
-FAULT_KINDS: dict[str, set[str]] = {
-    "crash": {"how", "after_lines"},  # rank dies by `how` after `after_lines` of its script
-    "sigkill_forwarder": set(),  # the rank's forwarder (its whole process) is killed mid-run
-    "close_channel": set(),  # the forwarder's channel closes: the bootstrap's sends go nowhere
-    "slow_client": {"delay"},  # the driver's client is slow to print each batch
-    "file_write_error": set(),  # the host's file writes fail
-    "slow_files": {"delay"},  # the host's file writes are slow (a slow disk)
-    "hang": set(),  # the rank never finishes its script on its own
-    "hostile_peer": {"attack"},  # a local peer of the same user attacks the rank's sockets
-}
-HOSTILE_ATTACKS = ("garbage", "oversized_header", "malformed_log", "impostor_hello")
-"""What a `hostile_peer` sends to each socket of the rank's attack surface (see harness)."""
 
 
 class MarkerError(ValueError):
@@ -115,6 +115,10 @@ class Fault:
     rank: int = 0
     params: dict[str, Any] = field(default_factory=dict)
 
+    def param(self, name: str) -> Any:
+        """A parameter as the marker set it, else its default (see `faults.FAULTS`)."""
+        return self.params.get(name, FAULTS[self.kind].params[name])
+
     @classmethod
     def from_marker(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Fault:
         _check(
@@ -136,29 +140,8 @@ class Fault:
                 key in FAULT_KINDS[kind],
                 f"meshlog_fault marker: {kind} takes no argument {key!r} (it takes: {', '.join(sorted(FAULT_KINDS[kind])) or 'only rank'})",
             )
-        if kind == "crash":
-            how = params.get("how", "sigkill")
-            _check(
-                how in ("exit", "sigkill", "sigsegv", "abort"),
-                f"meshlog_fault marker: crash how={how!r} is not exit, sigkill, sigsegv or abort",
-            )
-            after = params.get("after_lines", 0)
-            _check(
-                _is_int(after) and after >= 0,
-                f"meshlog_fault marker: crash after_lines={after!r} must be an int >= 0",
-            )
-        if kind in ("slow_client", "slow_files"):
-            delay = params.get("delay", 0.01)
-            _check(
-                isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= 5,
-                f"meshlog_fault marker: {kind} delay={delay!r} must be a number of seconds in [0, 5]",
-            )
-        if kind == "hostile_peer":
-            attack = params.get("attack", "garbage")
-            _check(
-                attack in HOSTILE_ATTACKS,
-                f"meshlog_fault marker: hostile_peer attack={attack!r} is not one of {', '.join(HOSTILE_ATTACKS)}",
-            )
+        wrong = problem(kind, params)
+        _check(wrong is None, f"meshlog_fault marker: {wrong}")
         return cls(kind, rank, params)  # fmt: skip
 
 

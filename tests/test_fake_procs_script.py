@@ -116,6 +116,7 @@ BAD: list[tuple[str, Callable[[], object], list[str]]] = [
     ("crasher how", lambda: library.crasher(1, "boom"), ["crash", "'boom'"]),  # type: ignore[arg-type]
     ("flooder bytes", lambda: library.flooder(3, 0), ["flooder(line_bytes=0)"]),
     ("drip interval", lambda: library.slow_drip(2, -1), ["slow_drip(interval=-1)"]),
+    ("cut negative", lambda: script().line("a").cut_after_lines(-1), ["n=-1"]),
 ]
 
 
@@ -289,3 +290,45 @@ def test_binary_writer_writes_hostile_bytes() -> None:
         out.decode("utf-8")
     assert b"\r\n" in out
     assert len(find_tags(out)) == 30
+
+
+def test_steps_count_the_lines_they_write() -> None:
+    s = (
+        script(seed=2)
+        .line("a")
+        .partial("b")
+        .raw(b"x\ny\nz")
+        .flood(7)
+        .interleave(5)
+        .sleep(0.0)
+        .flush()
+        .barrier(0.5)
+    )
+    assert [step.line_count() for step in s] == [1, 0, 2, 7, 5, 0, 0, 0]
+    assert s.line_count() == 15
+
+
+def test_a_script_names_the_step_it_ends_in() -> None:
+    assert script().line("a").end is None
+    assert script().end is None
+    assert script().line("a").exit(3).end == script().exit(3).steps[0]
+    assert isinstance(script().crash("abort").end, Crash)
+    assert script().hang().end is not None  # nothing can follow a hang either
+
+
+def test_cut_after_lines_keeps_the_steps_that_write_the_first_n_lines() -> None:
+    s = script(seed=4, name="cut").line("a").flood(5).sleep(0.0).line("b").exit(0)
+    assert s.cut_after_lines(0).steps == ()
+    assert [step.kind for step in s.cut_after_lines(1)] == ["line"]
+    assert [step.kind for step in s.cut_after_lines(2)] == ["line", "flood"]  # within the flood
+    assert [step.kind for step in s.cut_after_lines(6)] == ["line", "flood"]
+    assert [step.kind for step in s.cut_after_lines(7)] == ["line", "flood", "sleep", "line"]
+    assert s.cut_after_lines(99).end is None  # the end goes: another can follow
+    cut = s.cut_after_lines(3).crash("sigkill")
+    assert (cut.seed, cut.name, cut.flavour) == (s.seed, s.name, s.flavour)
+
+
+def test_cut_after_lines_keeps_a_given_corpus() -> None:
+    """The lines a cut script writes are the lines the whole script would have written."""
+    s = Script(seed=9, corpus=["own words", "more own words"]).flood(4)
+    assert s.cut_after_lines(2).corpus == ("own words", "more own words")
