@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .catalog import Catalog, FakeProcs, ScriptFactory, default_catalog
+    from .content import FLAVOURS, Flavour, derive_seed
     from .executor import execute, progress_path
     from .expected import (
         MAX_LINE_BYTES,
@@ -49,11 +50,35 @@ if TYPE_CHECKING:
     from .render import tag_bytes
     from .runtime import Runtime
     from .scripts import Script, script
-    from .steps import CrashHow, Mode, ScriptError, Step, Stream
+    from .steps import (
+        CRASH_HOWS,
+        MODES,
+        STREAMS,
+        AnyStep,
+        Barrier,
+        Close,
+        Crash,
+        CrashHow,
+        Exit,
+        Flood,
+        Flush,
+        Grandchild,
+        Hang,
+        Interleave,
+        Line,
+        Mode,
+        Partial,
+        Raw,
+        ScriptError,
+        Sleep,
+        Step,
+        Stream,
+    )
     from .tags import Tag, find_tag, find_tags
 
 _WHERE = {
     "catalog": ("Catalog", "FakeProcs", "ScriptFactory", "default_catalog"),
+    "content": ("FLAVOURS", "Flavour", "derive_seed"),
     "progress": (
         "Emitted",
         "Progress",
@@ -87,24 +112,66 @@ _WHERE = {
     ),
     "render": ("tag_bytes",),
     "scripts": ("Script", "script"),
-    "steps": ("CrashHow", "Mode", "ScriptError", "Step", "Stream"),
+    "steps": (
+        "CRASH_HOWS",
+        "MODES",
+        "STREAMS",
+        "AnyStep",
+        "Barrier",
+        "Close",
+        "Crash",
+        "CrashHow",
+        "Exit",
+        "Flood",
+        "Flush",
+        "Grandchild",
+        "Hang",
+        "Interleave",
+        "Line",
+        "Mode",
+        "Partial",
+        "Raw",
+        "ScriptError",
+        "Sleep",
+        "Step",
+        "Stream",
+    ),
     "tags": ("Tag", "find_tag", "find_tags"),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
+    "CRASH_HOWS",
+    "FLAVOURS",
     "MAX_LINE_BYTES",
+    "MODES",
+    "STREAMS",
+    "AnyStep",
+    "Barrier",
     "Catalog",
+    "Close",
+    "Crash",
     "CrashHow",
     "Emitted",
+    "Exit",
     "FakeProcs",
+    "Flavour",
+    "Flood",
+    "Flush",
+    "Grandchild",
+    "Hang",
+    "Interleave",
+    "Line",
     "Mode",
+    "Partial",
     "Progress",
     "ProgressError",
+    "Raw",
     "Runtime",
     "Script",
     "ScriptError",
     "ScriptFactory",
+    "Sleep",
     "Step",
     "Stream",
     "Tag",
@@ -112,6 +179,7 @@ __all__ = [
     "binary_writer",
     "crasher",
     "default_catalog",
+    "derive_seed",
     "emitted",
     "emitted_bytes",
     "execute",

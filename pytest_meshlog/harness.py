@@ -124,8 +124,14 @@ class Mesh:
     def set_mode(self, stream_to_client: bool = True) -> None:
         """SetMode to every forwarder the client knows (a write to each connection)."""
         self._check_running("set_mode")
+        set_mode = getattr(self._client, "set_mode", None)  # an optional member (architecture.md)
+        if set_mode is None:
+            raise NotImplementedError(
+                f"stack {self.stack} cannot change a running mesh's mode (its client has no "
+                "set_mode; a test can skip with meshlog.require('set_mode', why))"
+            )
         window = self.options.aggregate_window_sec if stream_to_client else None
-        self._client.set_mode(stream_to_client=stream_to_client, aggregate_window_sec=window)  # type: ignore[attr-defined]
+        set_mode(stream_to_client=stream_to_client, aggregate_window_sec=window)
 
     def wait_scripts(self, timeout: float | None = None) -> dict[int, ExitInfo]:
         """Wait until every child finished its script (crashers included)."""

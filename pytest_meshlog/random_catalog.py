@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, find, given, seed
 from hypothesis import settings as hsettings
 
-from fake_procs.content import derive_seed
+from fake_procs import derive_seed
 
 from .harness import MeshHarness
 from .strategies import MeshPlan, mesh_plans, run_plan

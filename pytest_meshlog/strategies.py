@@ -34,10 +34,9 @@ from typing import Any
 from hypothesis import currently_in_test_context, note
 from hypothesis import strategies as st
 
-from fake_procs import Script, read_progress, script
-from fake_procs.content import FLAVOURS
-from fake_procs.steps import (
+from fake_procs import (
     CRASH_HOWS,
+    FLAVOURS,
     MODES,
     Barrier,
     Close,
@@ -51,9 +50,12 @@ from fake_procs.steps import (
     Line,
     Partial,
     Raw,
+    Script,
     Sleep,
     Step,
     Stream,
+    read_progress,
+    script,
 )
 
 from .harness import Mesh, MeshHarness

@@ -335,7 +335,6 @@ def test_child_imports_stay_small(children: list[Child], tmp_path: Path) -> None
 
 
 def test_runs_under_the_stack_child_runtime(children: list[Child], tmp_path: Path) -> None:
-    pytest.importorskip("pytest_meshlog.stack.child")
     s = script(seed=9).line().partial("tail", mode="buffered").interleave(4)
     env = _env(MESHLOG_RANK="4", MESHLOG_RECORD_DIR=str(tmp_path))
     child = start(children, s, tmp_path, 4, standalone=False, env=env)

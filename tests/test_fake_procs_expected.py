@@ -18,14 +18,14 @@ from fake_procs import (
     script,
     split_raw,
 )
+from pytest_meshlog.stack import framing
+from pytest_meshlog.stack.config import MAX_LINE_SIZE
 
 SUFFIX = b"... [TRUNCATED]"
 REPLACEMENT = "\ufffd".encode()
 
 
 def test_limit_matches_the_stack_constant() -> None:
-    from pytest_meshlog.stack.config import MAX_LINE_SIZE
-
     assert MAX_LINE_BYTES == MAX_LINE_SIZE == 4096
 
 
@@ -103,7 +103,6 @@ def test_truncation_limits_exactly() -> None:
 def test_oracle_agrees_with_stack_framing_on_random_bytes() -> None:
     """A differential check: same inputs through our rules and the stack's incremental
     framer, fed in random chunk sizes. Either disagreeing means one of them is wrong."""
-    framing = pytest.importorskip("pytest_meshlog.stack.framing")
     rng = random.Random(1234)
     alphabet = [b"a", b"\n", b"\r", b"\r\n", b"\xff", b"\xe3\x81", "é".encode(), "日".encode(),
                 "😀".encode(), b"x" * 700]  # fmt: skip

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_procs import script
-from fake_procs.steps import Crash, Hang
+from fake_procs import Crash, Hang, script
 from pytest_meshlog import faults
 from pytest_meshlog.faults import FAULTS
 from pytest_meshlog.markers import FAULT_KINDS, Fault, MarkerError

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fake_procs import ScriptError, script
-from fake_procs.scripts import Script
+from fake_procs import Script, ScriptError, script
 
 
 def test_grandchild_step_round_trips_as_data() -> None:

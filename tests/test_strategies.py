@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from fake_procs import FakeProcs, Script
-from fake_procs.steps import Close, Crash, Exit, Hang
+from fake_procs import Close, Crash, Exit, FakeProcs, Hang, Script
 from pytest_meshlog import strategies
 from pytest_meshlog.harness import MeshHarness
 from pytest_meshlog.strategies import MeshPlan, mesh_plans, run_plan, scripts, to_python
