@@ -21,6 +21,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from .journal_view import Event, blame, fields_text, lane_of, timed
 from .summary import ReportEntry, duration_text, summary_lines
 
 # --------------------------------------------------------------------------- page
@@ -320,32 +321,21 @@ def _barriers_line(e: ReportEntry) -> str:
 
 
 def _journal_details(e: ReportEntry) -> str:
-    events = _timed(e.journal)
+    events = timed(e.journal)
     if not events:
         return ""
     t0 = events[0][0]
     rows = []
     for t, ev in events:
-        extra = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t", "src", "ev"))
         rows.append(
-            f"{(t - t0) * 1000:+10.2f} ms  {ev.get('src', '?')!s:<8} {ev.get('ev')} {extra}"
+            f"{(t - t0) * 1000:+10.2f} ms  {ev.get('src', '?')!s:<8} {ev.get('ev')} "
+            f"{fields_text(ev)}"
         )
     cut = f", {e.journal_cut:,} cut" if e.journal_cut else ""
     return (
         f"<details><summary>journal ({len(events):,} events{cut})</summary>"
         f"<pre>{_esc(chr(10).join(r.rstrip() for r in rows))}</pre></details>"
     )
-
-
-def _timed(journal: Iterable[Mapping[str, Any]]) -> list[tuple[float, Mapping[str, Any]]]:
-    """Events with a usable time, in time order (a torn or odd event is skipped, not fatal)."""
-    out = []
-    for ev in journal:
-        t = ev.get("t")
-        if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
-            out.append((float(t), ev))
-    out.sort(key=lambda x: x[0])
-    return out
 
 
 # --------------------------------------------------------------------------- timeline
@@ -528,15 +518,6 @@ class _Scale:
         return out
 
 
-def _lane_of(ev: Mapping[str, Any]) -> str:
-    """Events about one rank go to its lane whoever wrote them; the rest to their writer's."""
-    src = str(ev.get("src", "?"))
-    rank = _int(ev.get("rank"))
-    if rank is not None and not src.startswith("rank"):
-        return f"rank{rank}"
-    return src
-
-
 def _lane_order(name: str) -> tuple[int, int, str]:
     m = re.fullmatch(r"(driver|host|rank)(\d*)", name)
     if not m:
@@ -556,9 +537,9 @@ def _tick_label(ms: float) -> str:
 
 
 def _timeline_svg(e: ReportEntry) -> str:
-    events = _timed(e.journal)
+    events = timed(e.journal)
     lanes = sorted(
-        {_lane_of(ev) for _, ev in events}
+        {lane_of(ev) for _, ev in events}
         | {f"rank{r}" for r in (_int(s.get("rank")) for s in e.streams) if r is not None},
         key=_lane_order,
     )
@@ -587,7 +568,7 @@ def _timeline_svg(e: ReportEntry) -> str:
         kind = str(ev.get("ev"))
         if kind in _DRAWN_OTHERWISE or kind in _HIDDEN:
             continue
-        lane = _lane_of(ev)
+        lane = lane_of(ev)
         y = y_of[lane] + _STREAM_DY.get(str(ev.get("stream")), 0.0)
         x = scale.x(t)
         if kind in _NAMED:
@@ -605,8 +586,7 @@ def _timeline_svg(e: ReportEntry) -> str:
 
 
 def _event_title(t: float, t0: float, ev: Mapping[str, Any]) -> str:
-    extra = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t", "src", "ev"))
-    return f"+{(t - t0) * 1000:.2f} ms  {ev.get('src', '?')}: {ev.get('ev')} {extra}".rstrip()
+    return f"+{(t - t0) * 1000:.2f} ms  {ev.get('src', '?')}: {ev.get('ev')} {fields_text(ev)}".rstrip()
 
 
 def _lanes_and_axis(
@@ -738,17 +718,14 @@ def _stop_lines(
     return out
 
 
-_LOSS_ANCHORS = ("send_skipped", "forwarder_lost", "child_killed", "child_exited", "eof")
-
-
 def _loss_marks(
     e: ReportEntry,
     events: Sequence[tuple[float, Mapping[str, Any]]],
     scale: _Scale,
     y_of: Mapping[str, float],
 ) -> list[str]:
-    """A flag on the rank lane at the event that best explains each stream's losses: a skipped
-    send, a lost forwarder, the exit, else EOF (the journal does not time single lines)."""
+    """A flag on the rank lane at the event that best explains each stream's losses (the one
+    `journal_view.blame` names, as the text report does), or at the end of the journal."""
     out = []
     for s in e.streams:
         lost = s.get("lost")
@@ -757,7 +734,8 @@ def _loss_marks(
             continue
         total = sum(int(n) for rules in lost.values() for n in rules.values())
         unexplained = any("unexplained" in rules for rules in lost.values())
-        t = _loss_time(events, rank, stream)
+        cause = blame([ev for _, ev in events], rank, str(stream))
+        t = events[-1][0] if cause is None else float(cause["t"])  # blame() only sees timed events
         lane = f"rank{rank}"
         if lane not in y_of or total == 0:
             continue
@@ -768,7 +746,8 @@ def _loss_marks(
         )
         anchor, dx = ("end", -8) if x > _WIDTH - 90 else ("start", 8)
         out.append(
-            f"<g><title>{_esc(f'rank {rank} {stream}: {total} lines lost ({detail})')}</title>"
+            f"<g><title>{_esc(f'rank {rank} {stream}: {total} lines lost ({detail})')}"
+            f"{_esc(_cause_text(cause, scale.t0))}</title>"
             + _poly(((x - 5, y - 12), (x + 5, y - 12), (x, y - 4)), colour)
             + f'<text x="{x + dx:.1f}" y="{y - 5:.1f}" font-size="10" font-weight="600" '
             f'fill="{colour}" text-anchor="{anchor}">{total:,} lost</text></g>'
@@ -776,14 +755,7 @@ def _loss_marks(
     return out
 
 
-def _loss_time(events: Sequence[tuple[float, Mapping[str, Any]]], rank: int, stream: Any) -> float:
-    for name in _LOSS_ANCHORS:
-        for t, ev in events:
-            if (
-                ev.get("ev") == name
-                and _int(ev.get("rank")) == rank
-                and ev.get("stream", stream) == stream
-            ):
-                return t
-    mine = [t for t, ev in events if _lane_of(ev) == f"rank{rank}"]
-    return mine[-1] if mine else events[-1][0]
+def _cause_text(cause: Event | None, t0: float) -> str:
+    if cause is None:
+        return ""
+    return f"; blamed on {_event_title(float(cause['t']), t0, cause)}"

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from .journal_view import blame_time, concerns, fields_text
 from .stack.outcomes import BarrierOutcome, StopProblem
 from .stack.outcomes import BarrierStatus as BarrierStatus
 
@@ -359,7 +360,7 @@ class TeardownReport:
         With `around` (a journal time) only `width` events either side of it are shown and
         the nearest is marked `>`; with `rank` only that rank's events and global ones.
         """
-        events = [e for e in self.journal if rank is None or _concerns(e, rank)]
+        events = [e for e in self.journal if rank is None or concerns(e, rank)]
         if not events:
             return "    (journal is empty)"
         t0 = float(self.journal[0]["t"])
@@ -420,7 +421,7 @@ class TeardownReport:
         if not self.journal:
             return "  timeline: (journal is empty)"
         if t is None and rank is not None:
-            t = _anchor(self.journal, rank, stream)
+            t = blame_time(self.journal, rank, stream)
         if t is None:  # nothing specific to centre on: show how teardown ended
             t = float(self.journal[-1]["t"])
         body = self.timeline(around=t, width=_TIMELINE_WIDTH, rank=rank)
@@ -646,31 +647,8 @@ def _nearest_position(match: StreamMatch, indices: range) -> int | None:
     return None
 
 
-def _concerns(event: Mapping[str, Any], rank: int) -> bool:
-    """Whether a journal event is about `rank`, or about no rank in particular."""
-    src = str(event.get("src", ""))
-    if "rank" in event:
-        return bool(event["rank"] == rank)
-    if src.startswith("rank"):
-        return src == f"rank{rank}"
-    return True
-
-
-_ANCHORS = ("send_skipped", "forwarder_lost", "child_exited", "child_killed", "eof")
-
-
-def _anchor(journal: Sequence[Mapping[str, Any]], rank: int, stream: Stream | None) -> float | None:
-    """The journal moment that best explains a problem on this rank and stream."""
-    for name in _ANCHORS:
-        for e in journal:
-            if e.get("ev") == name and e.get("rank") == rank and e.get("stream", stream) == stream:
-                return float(e["t"])
-    mine = [float(e["t"]) for e in journal if e.get("rank") == rank]
-    return mine[-1] if mine else None
-
-
 def _event_row(event: Mapping[str, Any], t0: float, marked: bool) -> str:
-    fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "src", "ev"))
+    fields = fields_text(event)
     ms = (float(event["t"]) - t0) * 1000.0
     row = f"  {'>' if marked else ' '} {ms:+10.1f} ms  {event.get('src', '?'):<7} {event.get('ev')}"
     row = f"{row} {fields}" if fields else row

@@ -14,7 +14,7 @@ import pytest
 from pytest_meshlog.html_report import render_html, write_html
 from pytest_meshlog.oracle import evaluate
 from pytest_meshlog.summary import ReportEntry
-from tests.test_oracle import mesh, rank_ev
+from tests.test_oracle import journal, lines, mesh, out, rank_ev
 from tests.test_summary import clean_report, entries
 
 _VOID = {"meta", "br", "hr", "img", "input", "link", "col", "wbr", "area", "base", "source"}
@@ -187,3 +187,25 @@ def test_long_quiet_stretch_is_cut_not_squashed() -> None:
         r'<line x1="([0-9.]+)" y1="24" x2="[0-9.]+" y2="[0-9.]+" stroke="#24292f"', svg
     )
     assert len(stops) == 2 and float(stops[1]) - float(stops[0]) > 400  # not squashed together
+
+
+def test_both_reports_blame_the_same_event_for_a_loss() -> None:
+    """The text report centres its timeline on the event it blames (marked `>`), the HTML
+    report flags the loss at it: for one loss both name the same event, here the kill of
+    a child that also exited (the kill explains the loss better than the exit)."""
+    emitted = lines(1, 10)
+    ranks = (rank_ev(0), rank_ev(1, out(1, emitted, emitted[:5] + emitted[6:])))
+    events = list(journal(ranks))
+    exit_at = next(
+        i for i, ev in enumerate(events) if ev["ev"] == "child_exited" and ev["rank"] == 1
+    )
+    kill = {"t": events[exit_at]["t"] - 0.0005, "src": "driver", "ev": "child_killed", "rank": 1}
+    events.insert(exit_at, kill)
+    report = evaluate(mesh(*ranks, journal=tuple(events)))
+    with pytest.raises(AssertionError) as info:
+        report.assert_clean()
+    marked = [row for row in str(info.value).splitlines() if row.startswith("  > ")]
+    assert len(marked) == 1 and " child_killed rank=1" in marked[0], marked
+    page = render_html([ReportEntry("t/kill", "failed", "reference", 1, 2, 0.1, report)])
+    [flag] = re.findall(r"rank 1 stdout: 1 lines lost \([^)]*\); blamed on ([^<]*)<", page)
+    assert "driver: child_killed rank=1" in flag, flag
