@@ -262,19 +262,12 @@ class MeshHarness:
             raise TypeError(
                 f"spawn() needs Script objects (from the fake_procs fixture), got {scripts!r}"
             )
-        changes: dict[str, Any] = {
-            k: v
-            for k, v in dict(
-                hosts=hosts, env=env, force_file_log=force_file_log, prefix_with_rank=prefix_with_rank,
-                read_log_buffer=read_log_buffer, stream_to_client=stream_to_client,
-            ).items()
-            if v is not None
-        }  # fmt: skip
-        if aggregate_window_sec is not _UNSET:
-            changes["aggregate_window_sec"] = aggregate_window_sec
-        options = MeshOptions.from_marker(
-            {**_as_kwargs(self.options), **changes, "procs": len(scripts)}, source="spawn()"
-        )
+        changes = dict(
+            hosts=hosts, env=env, force_file_log=force_file_log, prefix_with_rank=prefix_with_rank,
+            read_log_buffer=read_log_buffer, stream_to_client=stream_to_client,
+            aggregate_window_sec=aggregate_window_sec,
+        )  # fmt: skip
+        options = self._options(changes, procs=len(scripts))
         for fault in self.faults:
             self.require(faults.needs(fault), f"the test injects the {fault.kind} fault")
         self.require(f"env:{options.env}", f"the mesh runs in the {options.env} environment")
@@ -304,6 +297,18 @@ class MeshHarness:
         self.meshes.append(mesh)
         faults.after_launch(self.faults, mesh)
         return mesh
+
+    def _options(self, changes: dict[str, Any], procs: int) -> MeshOptions:
+        """The test's options with what spawn() set (None: unset; `aggregate_window_sec`
+        may be set to None), validated as spawn()'s arguments."""
+        given = {
+            k: v
+            for k, v in changes.items()
+            if v is not _UNSET and (v is not None or k == "aggregate_window_sec")
+        }
+        return MeshOptions.from_marker(
+            {**_as_kwargs(self.options), **given, "procs": procs}, source="spawn()"
+        )
 
     def finish(self) -> list[TeardownReport]:
         """Stop and verify every mesh not yet done, each exactly once; every mesh is torn
