@@ -17,8 +17,8 @@ from typing import Any
 from fake_procs import Script, emitted, find_tag, framed, progress_path
 
 from .backend import MeshClient
+from .evidence_model import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
 from .lines import Lines, as_lines
-from .report import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
 from .stack import ExitInfo, StopProblem
 
 STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")

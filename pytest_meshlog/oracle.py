@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from difflib import SequenceMatcher
 from typing import Any
 
+from .evidence_model import MeshEvidence, RankEvidence, Stream, StreamEvidence
 from .lines import Lines, as_lines
 from .report import (
     RULE_CRASH,
@@ -26,11 +27,7 @@ from .report import (
     Duplicate,
     Finding,
     Loss,
-    MeshEvidence,
     OrderViolation,
-    RankEvidence,
-    Stream,
-    StreamEvidence,
     StreamMatch,
     StreamReport,
     TeardownReport,

@@ -1,7 +1,8 @@
 """What a mesh left behind after teardown, and how a report explains itself (SPEC 3.2).
 
-Evidence types are what the harness gathers once a mesh stopped; report types are what
-`pytest_meshlog.oracle.evaluate` concludes from them. `TeardownReport` is data plus a small
+Report types are what `pytest_meshlog.oracle.evaluate` concludes from the evidence the
+harness gathered once a mesh stopped (its types live in `evidence_model.py`, beside the
+gathering in `evidence.py`, and are re-exported here). `TeardownReport` is data plus a small
 API (lookups, `problems`, `assert_clean`, `summary`, `timeline`); the text of a problem is
 rendered by `explain.py` from the report alone, without re-running the oracle.
 """
@@ -14,13 +15,38 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import explain
-from .stack.outcomes import BarrierOutcome, StopProblem
-from .stack.outcomes import BarrierStatus as BarrierStatus
+from .evidence_model import (
+    BarrierResult,
+    BarrierStatus,
+    MeshEvidence,
+    RankEvidence,
+    Stream,
+    StreamEvidence,
+)
 
-BarrierResult = BarrierOutcome
-"""The answer one barrier caller got (the stack's own result type, SPEC 1.11)."""
+__all__ = [  # the evidence types stay importable from here, where users found them
+    "RULE_CRASH",
+    "RULE_FILE_DEADLINE",
+    "RULE_FILE_ERROR",
+    "RULE_STREAMING_OFF",
+    "BarrierExpectation",
+    "BarrierResult",
+    "BarrierStatus",
+    "Duplicate",
+    "Finding",
+    "Loss",
+    "MeshEvidence",
+    "OrderViolation",
+    "RankEvidence",
+    "Stream",
+    "StreamEvidence",
+    "StreamMatch",
+    "StreamReport",
+    "TeardownReport",
+    "Unexpected",
+    "Where",
+]
 
-Stream = Literal["stdout", "stderr"]
 Where = Literal["client", "file"]
 BarrierExpectation = Literal["complete", "timeout"]
 
@@ -33,63 +59,6 @@ RULE_FILE_DEADLINE = "file-close-deadline"
 """File lines of a host's stream whose writer was still writing (a slow disk) at the close
 deadline and was cancelled (journal `file_writer_timed_out`). Explained, not excused: the
 timed-out writer is a finding of its own (kind `file-close-deadline`), which fails the test."""
-
-# --------------------------------------------------------------------------- evidence
-
-
-@dataclass(frozen=True)
-class StreamEvidence:
-    """One stream of one rank: what should have been forwarded, and what was.
-
-    `emitted` holds the lines as the tee frames them (prefix and truncation applied), the
-    last one being the final partial line when `ends_with_partial`. In aggregated mode
-    `delivered` holds one entry per line the client counted (a row of N similar lines is N).
-
-    The gathered evidence holds each as a `pytest_meshlog.lines.Lines` (the tuple of its
-    lines, kept as one blob), and a destination that got exactly what was emitted shares
-    the emitted one; a tuple of lines is as good (tests build evidence from tuples).
-    """
-
-    rank: int
-    stream: Stream
-    emitted: Sequence[bytes] = field(repr=False)
-    ends_with_partial: bool
-    emitted_bytes: int
-    delivered: Sequence[bytes] = field(repr=False)
-    file_lines: Sequence[bytes] | None = field(default=None, repr=False)
-    console_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class RankEvidence:
-    """One child: how it ended, and its two streams."""
-
-    rank: int
-    exit_code: int | None
-    exit_signal: int | None
-    crashed: bool
-    streams: tuple[StreamEvidence, StreamEvidence]
-    unanswered: str | None = None
-    """Why this rank's end is unknown (its host did not answer within the stop deadline);
-    such a rank did not crash, and its losses are not excused as a crash's."""
-
-
-@dataclass(frozen=True)
-class MeshEvidence:
-    """Everything the oracle judges, gathered after the mesh stopped."""
-
-    seed: int | None
-    ranks: tuple[RankEvidence, ...]
-    journal: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
-    barriers: tuple[BarrierResult, ...] = ()
-    stream_to_client: bool = True
-    aggregated: bool = False
-    files_expected: bool = False
-    files: tuple[str, ...] = ()
-    files_gate_reason: str | None = None
-    stop_problems: tuple[StopProblem, ...] = ()  # what the stack's own stop() saw go wrong
-    journal_expected: bool = True  # False: the backend keeps no journal (rules not checkable)
-
 
 # --------------------------------------------------------------------------- findings
 

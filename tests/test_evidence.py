@@ -31,3 +31,17 @@ def test_a_surplus_copy_shows_as_a_duplicate_and_a_stranger_goes_to_rank_0(
     got = file_lines_by_rank(files, expected, prefix_with_rank=False)  # type: ignore[arg-type]
     assert got[(1, "stdout")] == [b"y", b"same", b"same"]
     assert got[(0, "stdout")] == [b"nobody", b"x"]
+
+
+def test_one_evidence_model_where_the_evidence_is_gathered() -> None:
+    """The types live in evidence_model (gathered by evidence, judged by oracle) and stay
+    importable from report, as the same objects; gathering never imports the report."""
+    from pytest_meshlog import evidence, evidence_model, oracle, report
+    from tests.test_architecture import GRAPH
+
+    for name in ("BarrierResult", "StreamEvidence", "RankEvidence", "MeshEvidence", "Stream"):
+        assert getattr(report, name) is getattr(evidence_model, name), name
+    assert evidence.StreamEvidence is oracle.StreamEvidence is evidence_model.StreamEvidence
+    assert "pytest_meshlog.report" not in GRAPH["pytest_meshlog.evidence"]
+    assert "pytest_meshlog.evidence_model" in GRAPH["pytest_meshlog.oracle"]
+    assert all(m.startswith("pytest_meshlog.stack") for m in GRAPH["pytest_meshlog.evidence_model"])
