@@ -7,7 +7,7 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from pytest_meshlog.oracle import _writer_findings
+from pytest_meshlog.journal_rules import writer_findings
 from pytest_meshlog.stack import LoggingMeshClient, StackConfig, file_appender
 
 from .stack_helpers import Captured, child, events
@@ -71,7 +71,7 @@ def test_a_writer_busy_at_the_close_deadline_is_named_not_blamed_on_a_lost_wakeu
         assert e["unwritten_lines"] + e["lines_written"] == n
         assert e["unwritten_lines"] + file_lines(tmp_path, "stdout") == n
         assert e["write_delay_s"] == 0.1 and e["slowest_batch_s"] >= 0.1
-        findings = _writer_findings(m.read_journal())
+        findings = writer_findings(m.read_journal())
         assert [f.kind for f in findings] == ["file-close-deadline"]
         assert "host0's stdout file writer" in findings[0].message
         assert f"{e['unwritten_lines']} posted lines were never written" in findings[0].message

@@ -18,7 +18,7 @@ from fake_procs import expected_lines, find_tag, framed
 from pytest_meshlog import evidence, lines
 from pytest_meshlog.evidence import _agrees, file_lines
 from pytest_meshlog.lines import Lines
-from pytest_meshlog.oracle import _common_prefix, _common_suffix, match_lines
+from pytest_meshlog.matching import common_prefix, common_suffix, match_lines
 from pytest_meshlog.report import StreamMatch
 
 FAST = settings(max_examples=200, deadline=None, database=None)
@@ -75,12 +75,12 @@ def test_common_head_and_tail_on_blobs_are_those_of_the_tuples(
     head: list[bytes], a: list[bytes], b: list[bytes]
 ) -> None:
     x, y = tuple(head + a), tuple(head + b)
-    prefix = _common_prefix(x, y)
+    prefix = common_prefix(x, y)
     assert Lines.of(x).common_prefix(Lines.of(y)) == prefix
     room = min(len(x), len(y))  # the oracle asks for at most what is left after the head
     for limit in {room - prefix, 0, min(2, room)}:
-        assert Lines.of(x).common_suffix(Lines.of(y), limit) == _common_suffix(x, y, limit)
-        assert Lines.of(a + head).common_suffix(Lines.of(b + head), limit) == _common_suffix(
+        assert Lines.of(x).common_suffix(Lines.of(y), limit) == common_suffix(x, y, limit)
+        assert Lines.of(a + head).common_suffix(Lines.of(b + head), limit) == common_suffix(
             tuple(a + head), tuple(b + head), limit
         )
 
