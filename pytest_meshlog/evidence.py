@@ -249,26 +249,24 @@ def console_bytes(journal: Sequence[dict[str, Any]]) -> dict[tuple[int, Stream],
     return {(e["rank"], e["stream"]): e["bytes"] for e in journal if e["ev"] == "console_bytes"}
 
 
-def gather(
+def _emitted_streams(
     client: MeshClient,
     scripts: Sequence[Script],
-    *,
-    seed: int | None,
+    journal: Sequence[dict[str, Any]],
     prefix_with_rank: bool,
-    stream_to_client: bool,
-    aggregated: bool,
-    files: Sequence[str],
-    barriers: Sequence[BarrierResult],
-    faulted_ranks: frozenset[int] = frozenset(),
-    stop_problems: Sequence[StopProblem] = (),
-) -> MeshEvidence:
-    journal = client.read_journal()
-    gate = client.config.file_log_gate()
-    tee = console_bytes(journal)
+) -> tuple[
+    dict[tuple[int, Stream], Lines],
+    dict[tuple[int, Stream], int],
+    dict[tuple[int, Stream], bool],
+    set[int],
+]:
+    """What each child wrote, replayed from its script and progress record: per rank and
+    stream the framed lines, the byte count and whether it ends with a partial line; and
+    the ranks whose script ended by an exit or crash step."""
     expected: dict[tuple[int, Stream], Lines] = {}
     sizes: dict[tuple[int, Stream], int] = {}
     partial: dict[tuple[int, Stream], bool] = {}
-    abrupt: set[int] = set()  # ranks whose script ended by an exit or crash step
+    abrupt: set[int] = set()
     for rank, script in enumerate(scripts):
         record = Path(progress_path(client.record_dir, rank))
         wrote: dict[Stream, bytes] = {}
@@ -289,6 +287,26 @@ def gather(
             blob, count = framed(data, rank=rank, prefix_with_rank=prefix_with_rank)
             del data  # the raw bytes of one stream at a time, never of every rank at once
             expected[rank, stream] = Lines(blob, count)
+    return expected, sizes, partial, abrupt
+
+
+def gather(
+    client: MeshClient,
+    scripts: Sequence[Script],
+    *,
+    seed: int | None,
+    prefix_with_rank: bool,
+    stream_to_client: bool,
+    aggregated: bool,
+    files: Sequence[str],
+    barriers: Sequence[BarrierResult],
+    faulted_ranks: frozenset[int] = frozenset(),
+    stop_problems: Sequence[StopProblem] = (),
+) -> MeshEvidence:
+    journal = client.read_journal()
+    gate = client.config.file_log_gate()
+    tee = console_bytes(journal)
+    expected, sizes, partial, abrupt = _emitted_streams(client, scripts, journal, prefix_with_rank)
     in_files = file_lines(files, expected, prefix_with_rank) if gate is None else None
     rank_evidence = []
     unanswered: dict[int, str] = dict(getattr(client, "unanswered", None) or {})
