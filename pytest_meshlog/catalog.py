@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from fake_procs import CrashHow, FakeProcs, read_progress
 
-from .harness import Mesh, MeshHarness
+from .harness import MeshHarness
 from .markers import HOSTILE_ATTACKS
 from .report import BarrierResult
+from .scenario_tools import flush_until_everyone_waited, in_flight, journal_events, poll_until
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -79,7 +77,7 @@ def test_crash_between_barrier_and_stop(
     """Lines before a completed barrier are delivered even if the child dies right after."""
     s = fake_procs.script().flood(200, 60).barrier(timeout=20).crash("sigkill")
     mesh = meshlog.spawn([s] * procs, env="prod")
-    result = _flush_until_everyone_waited(mesh, procs)
+    result = flush_until_everyone_waited(mesh, procs)
     assert result.completed, result
     mesh.wait_scripts()
     report = mesh.stop()
@@ -140,7 +138,7 @@ def test_hanging_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) 
     """A child that never ends is quiesced by stop: its partial line still arrives."""
     s = fake_procs.script().line().line(stream="stderr").partial().partial(stream="stderr").hang()
     mesh = meshlog.spawn([s] * procs, env="prod")
-    _wait_for(
+    poll_until(
         lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang"
     )
     report = mesh.stop()
@@ -229,9 +227,9 @@ def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
         for n in (1, 2)
     ]
     threads[0].start()
-    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 1, what="barrier 1 to start")
+    poll_until(lambda: len(journal_events(mesh, "barrier_started")) >= 1, what="barrier 1 to start")
     threads[1].start()
-    _wait_for(lambda: len(_events(mesh, "barrier_started")) >= 2, what="barrier 2 to start")
+    poll_until(lambda: len(journal_events(mesh, "barrier_started")) >= 2, what="barrier 2 to start")
     mesh.kill(0, signal.SIGCONT)
     for t in threads:
         t.join(15)
@@ -277,8 +275,8 @@ def test_kill_under_backpressure(meshlog: MeshHarness, fake_procs: FakeProcs, pr
     """A child killed while backpressure holds its pipe full: the tee drains the pipe to
     EOF, so the files hold every line it wrote; only its client tail may be lost."""
     mesh = meshlog.spawn([fake_procs.flooder(lines=8000, line_bytes=200)] * procs, env="prod")
-    _wait_for(
-        lambda: _in_flight(mesh, 0) > 400_000, what="the pipeline behind the slow client to fill"
+    poll_until(
+        lambda: in_flight(mesh, 0) > 400_000, what="the pipeline behind the slow client to fill"
     )
     mesh.kill(0, signal.SIGKILL)
     for r in range(1, procs):
@@ -318,7 +316,7 @@ def test_grandchild_holds_stdout(meshlog: MeshHarness, fake_procs: FakeProcs, pr
     for rank in mesh.ranks:
         events = read_progress(mesh.progress(rank)).events
         pid = int(next(e for e in events if e.startswith("grandchild ")).split()[2])
-        held = [e for e in _events(mesh, "pipe_held") if e["rank"] == rank]
+        held = [e for e in journal_events(mesh, "pipe_held") if e["rank"] == rank]
         assert [(e["stream"], e["pid"]) for e in held] == [("stdout", pid)], held
 
 
@@ -355,7 +353,7 @@ def test_forwarder_killed_before_stop(
     nor waits for its ack; the other ranks lose nothing."""
     s = fake_procs.script().line().partial().hang()
     mesh = meshlog.spawn([s] * procs, env="prod")
-    _wait_for(
+    poll_until(
         lambda: all(b"\nhang " in mesh.progress(r) for r in mesh.ranks), what="children to hang"
     )
     mesh.stop()
@@ -365,7 +363,7 @@ def test_forwarder_killed_before_stop(
 def test_hang_fault(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A rank that never finishes its script on its own is quiesced by stop, tail and all."""
     mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=5)] * procs, env="prod")
-    _wait_for(lambda: b"\nhang " in mesh.progress(0), what="rank 0 to hang")
+    poll_until(lambda: b"\nhang " in mesh.progress(0), what="rank 0 to hang")
     report = mesh.stop()
     assert report.partial_line_forwarded[0, "stdout"]
 
@@ -374,65 +372,10 @@ def test_barrier_between_phases(meshlog: MeshHarness, fake_procs: FakeProcs, pro
     """A completed barrier means every ack came in: all phase-one lines have arrived."""
     s = fake_procs.script().flood(300, 50).barrier(timeout=20).line()
     mesh = meshlog.spawn([s] * procs)
-    result = _flush_until_everyone_waited(mesh, procs)
+    result = flush_until_everyone_waited(mesh, procs)
     assert result.completed and not result.missing_ranks, result
     mesh.wait_scripts()
     mesh.stop().assert_clean()
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _events(mesh: Mesh, name: str) -> list[dict[str, Any]]:
-    return [e for e in mesh.journal() if e["ev"] == name]
-
-
-def _wait_for(
-    predicate: Callable[[], bool], timeout: float = 20.0, what: str = "a condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.005)
-
-
-def _flush_until_everyone_waited(mesh: Mesh, procs: int) -> BarrierResult:
-    """Flush once every child waits in its barrier step (its progress record says so);
-    flush again if one began waiting just too late, until every child got past it."""
-    deadline = time.monotonic() + 20
-    result: BarrierResult | None = None
-    while time.monotonic() < deadline:
-        states = _barrier_states(mesh, procs)
-        if all(state == "passed" for state in states) and result is not None:
-            return result
-        if all(state in ("wait", "passed") for state in states):
-            result = mesh.flush(timeout=10)
-        time.sleep(0.01)
-    raise TimeoutError(
-        f"children did not all pass their barrier step: {_barrier_states(mesh, procs)}"
-    )
-
-
-def _in_flight(mesh: Mesh, rank: int) -> int:
-    """Bytes the child has written to stdout that the client has not received yet."""
-    written = sum(
-        w.nbytes for w in read_progress(mesh.progress(rank)).writes if w.stream == "stdout"
-    )
-    return written - sum(len(line) + 1 for line in mesh.delivered(rank))
-
-
-def _barrier_states(mesh: Mesh, procs: int) -> list[str]:
-    states = []
-    for r in range(procs):
-        text = mesh.progress(r)
-        if b" acked " in text or b" timeout" in text:
-            states.append("passed")
-        elif b" wait" in text:
-            states.append("wait")
-        else:
-            states.append("before")
-    return states
 
 
 @pytest.mark.meshlog_fault("slow_client", delay=3.0)
@@ -466,7 +409,7 @@ def test_hostile_peer(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int, a
     assert mesh.hostile and set(mesh.hostile.values()) == {"closed"}, (
         f"{attack}: the attacked sockets did {mesh.hostile}"
     )
-    result = _flush_until_everyone_waited(mesh, procs)
+    result = flush_until_everyone_waited(mesh, procs)
     assert result.completed, result
     mesh.wait_scripts()
     mesh.stop().assert_clean()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +37,8 @@ from fake_procs import (
     CRASH_HOWS,
     FLAVOURS,
     MODES,
-    Barrier,
-    Close,
-    Crash,
-    Exit,
-    Flood,
-    Flush,
-    Grandchild,
     Hang,
-    Interleave,
-    Line,
-    Partial,
-    Raw,
     Script,
-    Sleep,
-    Step,
     Stream,
     read_progress,
     script,
@@ -60,7 +46,9 @@ from fake_procs import (
 
 from .harness import Mesh, MeshHarness
 from .markers import Expectation, MeshOptions
+from .plan_source import to_python
 from .report import TeardownReport
+from .scenario_tools import poll_until
 
 __all__ = [
     "MeshPlan",
@@ -261,13 +249,12 @@ def mesh_plans(
 
 def wait_settled(mesh: Mesh, timeout: float | None = None) -> None:
     """Wait for every script to end; ranks whose script hangs only until they hang."""
-    hanging = {r for r, s in enumerate(mesh.scripts) if s.steps and isinstance(s.steps[-1], Hang)}
+    hanging = {r for r, s in enumerate(mesh.scripts) if isinstance(s.end, Hang)}
     if not hanging:
         mesh.wait_scripts(timeout)
         return
-    limit = mesh.timeout if timeout is None else timeout
-    deadline = time.monotonic() + limit
-    while True:
+
+    def pending() -> list[int]:
         waiting = []
         for rank in mesh.ranks:
             progress = read_progress(mesh.progress(rank))
@@ -277,14 +264,15 @@ def wait_settled(mesh: Mesh, timeout: float | None = None) -> None:
                 done = progress.ending is not None
             if not done:
                 waiting.append(rank)
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"ranks {waiting} did not reach the end (or hang) of their scripts "
-                f"after {limit:.1f}s (seed {mesh.seed})"
-            )
-        time.sleep(0.005)
+        return waiting
+
+    poll_until(
+        lambda: not pending(),
+        mesh.timeout if timeout is None else timeout,
+        what=lambda: (
+            f"ranks {pending()} to reach the end (or hang) of their scripts (seed {mesh.seed})"
+        ),
+    )
 
 
 def run_plan(meshlog: MeshHarness, plan: MeshPlan, *, seed: int | None = None) -> TeardownReport:
@@ -320,112 +308,3 @@ def run_plan(meshlog: MeshHarness, plan: MeshPlan, *, seed: int | None = None) -
     if not report.problems():
         shutil.rmtree(workdir, ignore_errors=True)
     return report
-
-
-# -- Python source of a plan ------------------------------------------------------------------
-
-
-def _literal(value: str | bytes) -> str:
-    """`repr`, with runs of 16+ equal characters as `'x' * 4090` (readable 4 KiB lines)."""
-    if isinstance(value, bytes) and len(value) > 64:
-        try:  # long valid UTF-8 reads better as text: `('xx' + '€' * 1367).encode()`
-            return f"({_literal(value.decode())}).encode()"
-        except UnicodeDecodeError:
-            pass
-    pieces: list[str] = []
-    plain = 0  # start of the text not yet written out
-    i = 0
-    while i < len(value):
-        j = i
-        while j < len(value) and value[j] == value[i]:
-            j += 1
-        if j - i >= 16:
-            if plain < i:
-                pieces.append(repr(value[plain:i]))
-            pieces.append(f"{value[i : i + 1]!r} * {j - i}")
-            plain = j
-        i = j
-    if plain < len(value) or not pieces:
-        pieces.append(repr(value[plain:]))
-    return " + ".join(pieces)
-
-
-def _kw(name: str, value: object, default: object) -> str | None:
-    return None if value == default else f"{name}={value!r}"
-
-
-def _step_call(step: Step) -> str:
-    args: list[str | None]
-    if isinstance(step, (Line, Partial, Raw)):
-        method = {Line: "line", Partial: "partial", Raw: "raw"}[type(step)]
-        args = [
-            _literal(step.data if isinstance(step, Raw) else step.text),
-            _kw("stream", step.stream, "stdout"),
-            _kw("mode", step.mode, "fd"),
-            _kw("tag", step.tag, False),
-        ]
-    elif isinstance(step, Flood):
-        method = "flood"
-        args = [
-            repr(step.n),
-            repr(step.line_bytes),
-            _kw("stream", step.stream, "stdout"),
-            _kw("mode", step.mode, "fd"),
-        ]
-    elif isinstance(step, Interleave):
-        method = "interleave"
-        args = [
-            repr(step.n),
-            _kw("line_bytes", step.line_bytes, None),
-            _kw("mode", step.mode, "fd"),
-        ]
-    elif isinstance(step, Flush):
-        method, args = "flush", [None if step.stream is None else repr(step.stream)]
-    elif isinstance(step, Sleep):
-        method, args = "sleep", [repr(step.seconds)]
-    elif isinstance(step, Close):
-        method, args = "close", [repr(step.stream)]
-    elif isinstance(step, Barrier):
-        method, args = "barrier", [_kw("timeout", step.timeout, 30.0)]
-    elif isinstance(step, Exit):
-        method, args = "exit", [repr(step.code)]
-    elif isinstance(step, Crash):
-        method, args = "crash", [repr(step.how)]
-    elif isinstance(step, Grandchild):
-        method = "grandchild"
-        args = [repr(step.stream), _kw("seconds", step.seconds, 60.0)]
-    elif isinstance(step, Hang):
-        method, args = "hang", []
-    else:  # pragma: no cover - every step type is handled above
-        raise TypeError(f"no builder call for {step!r}")
-    return f".{method}({', '.join(a for a in args if a is not None)})"
-
-
-def _script_source(s: Script, indent: str) -> str:
-    head = [f"seed={s.seed}", _kw("name", s.name, ""), _kw("flavour", s.flavour, "mixed")]
-    lines = [f"fake_procs.script({', '.join(a for a in head if a is not None)})"]
-    lines += [f"{indent}    {_step_call(step)}" for step in s.steps]
-    if len(lines) == 1:
-        return lines[0]
-    return (
-        "(\n"
-        + "\n".join(f"{indent}    {lines[0]}" if i == 0 else ln for i, ln in enumerate(lines))
-        + f"\n{indent})"
-    )
-
-
-def to_python(plan: MeshPlan, *, name: str = "test_meshlog_repro") -> str:
-    """A pytest test (on the `meshlog` and `fake_procs` fixtures) that replays `plan`."""
-    body = ["    scripts = ["]
-    body += [f"        {_script_source(s, '        ')}," for s in plan.scripts]
-    body.append("    ]")
-    kwargs = ", ".join(f"{k}={v!r}" for k, v in plan.spawn_kwargs().items())
-    body.append(f"    mesh = meshlog.spawn(scripts, {kwargs})")
-    if plan.hanging_ranks:
-        header = "from pytest_meshlog.strategies import wait_settled\n\n\n"
-        body.append("    wait_settled(mesh)  # the scripts end, hanging ranks hang")
-    else:
-        header = ""
-        body.append("    mesh.wait_scripts()")
-    body.append("    mesh.stop().assert_clean()")
-    return f"{header}def {name}(meshlog, fake_procs):\n" + "\n".join(body) + "\n"
