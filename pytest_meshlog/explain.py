@@ -1,7 +1,8 @@
 """The text report: one paragraph per problem of a `TeardownReport`, with a diff hunk of
 emitted against received lines and the journal around the event to blame (SPEC 3.2).
 
-`TeardownReport.problems()`, `assert_clean()` and `timeline()` are this module; the HTML
+`TeardownReport.problems()` and `assert_clean()` are this module (its `timeline()` is
+`journal_view.timeline_text`); the HTML
 report shows the same paragraphs (`ReportEntry.problems`) and flags losses at the same
 events (`journal_view.blame`). It renders from the report alone, without re-running the
 oracle.
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from .journal_view import blame_time, concerns, fields_text
+from .journal_view import blame_time, timeline_text
 
 if TYPE_CHECKING:
     from .report import (
@@ -91,31 +92,6 @@ def failure_message(report: TeardownReport, problems: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-def timeline(
-    report: TeardownReport, around: float | None = None, width: int = 8, rank: int | None = None
-) -> str:
-    """The journal, one event a line, times in ms since the first event.
-
-    With `around` (a journal time) only `width` events either side of it are shown and
-    the nearest is marked `>`; with `rank` only that rank's events and global ones.
-    """
-    events = [e for e in report.journal if rank is None or concerns(e, rank)]
-    if not events:
-        return "    (journal is empty)"
-    t0 = float(report.journal[0]["t"])
-    mark = -1
-    lo, hi = 0, len(events)
-    if around is not None:
-        mark = min(range(len(events)), key=lambda i: abs(float(events[i]["t"]) - around))
-        lo, hi = max(0, mark - width), min(len(events), mark + width + 1)
-    rows = [_event_row(e, t0, i == mark) for i, e in enumerate(events[lo:hi], lo)]
-    if lo:
-        rows.insert(0, f"      ... {lo} earlier event{'s' * (lo != 1)}")
-    if hi < len(events):
-        rows.append(f"      ... {len(events) - hi} later event{'s' * (len(events) - hi != 1)}")
-    return "\n".join(rows)
-
-
 def _lines(
     report: TeardownReport, rank: int, stream: Stream, where: Where
 ) -> tuple[Sequence[bytes], Sequence[bytes]]:
@@ -169,7 +145,7 @@ def _timeline_near(
         t = blame_time(report.journal, rank, stream)
     if t is None:  # nothing specific to centre on: show how teardown ended
         t = float(report.journal[-1]["t"])
-    body = timeline(report, around=t, width=_TIMELINE_WIDTH, rank=rank)
+    body = timeline_text(report.journal, around=t, width=_TIMELINE_WIDTH, rank=rank)
     return "  timeline (ms since the first journal event):\n" + body
 
 
@@ -401,11 +377,3 @@ def _nearest_position(match: StreamMatch, indices: range) -> int | None:
         if p is not None:
             return p
     return None
-
-
-def _event_row(event: Mapping[str, Any], t0: float, marked: bool) -> str:
-    fields = fields_text(event)
-    ms = (float(event["t"]) - t0) * 1000.0
-    row = f"  {'>' if marked else ' '} {ms:+10.1f} ms  {event.get('src', '?'):<7} {event.get('ev')}"
-    row = f"{row} {fields}" if fields else row
-    return row if len(row) <= 160 else row[:157] + "..."

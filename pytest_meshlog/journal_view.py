@@ -87,3 +87,36 @@ def blame_time(journal: Sequence[Event], rank: int, stream: str | None) -> float
     """When the event `blame` names happened (None: the journal has nothing on the rank)."""
     ev = blame(journal, rank, stream)
     return None if ev is None else event_time(ev)
+
+
+def timeline_text(
+    journal: Sequence[Event], around: float | None = None, width: int = 8, rank: int | None = None
+) -> str:
+    """The journal, one event a line, times in ms since the first event.
+
+    With `around` (a journal time) only `width` events either side of it are shown and
+    the nearest is marked `>`; with `rank` only that rank's events and global ones.
+    """
+    events = [e for e in journal if rank is None or concerns(e, rank)]
+    if not events:
+        return "    (journal is empty)"
+    t0 = float(journal[0]["t"])
+    mark = -1
+    lo, hi = 0, len(events)
+    if around is not None:
+        mark = min(range(len(events)), key=lambda i: abs(float(events[i]["t"]) - around))
+        lo, hi = max(0, mark - width), min(len(events), mark + width + 1)
+    rows = [_event_row(e, t0, i == mark) for i, e in enumerate(events[lo:hi], lo)]
+    if lo:
+        rows.insert(0, f"      ... {lo} earlier event{'s' * (lo != 1)}")
+    if hi < len(events):
+        rows.append(f"      ... {len(events) - hi} later event{'s' * (len(events) - hi != 1)}")
+    return "\n".join(rows)
+
+
+def _event_row(event: Event, t0: float, marked: bool) -> str:
+    fields = fields_text(event)
+    ms = (float(event["t"]) - t0) * 1000.0
+    row = f"  {'>' if marked else ' '} {ms:+10.1f} ms  {event.get('src', '?'):<7} {event.get('ev')}"
+    row = f"{row} {fields}" if fields else row
+    return row if len(row) <= 160 else row[:157] + "..."

@@ -23,6 +23,7 @@ from .evidence_model import (
     Stream,
     StreamEvidence,
 )
+from .journal_view import timeline_text
 
 __all__ = [  # the evidence types stay importable from here, where users found them
     "RULE_CRASH",
@@ -280,4 +281,4 @@ class TeardownReport:
         With `around` (a journal time) only `width` events either side of it are shown and
         the nearest is marked `>`; with `rank` only that rank's events and global ones.
         """
-        return explain.timeline(self, around=around, width=width, rank=rank)
+        return timeline_text(self.journal, around=around, width=width, rank=rank)
