@@ -19,6 +19,7 @@ from .harness import MeshHarness
 from .markers import HOSTILE_ATTACKS
 from .report import BarrierResult
 from .scenario_tools import flush_until_everyone_waited, in_flight, journal_events, poll_until
+from .stack.journal import Ev
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -227,9 +228,13 @@ def test_superseded_barrier(meshlog: MeshHarness, fake_procs: FakeProcs, procs: 
         for n in (1, 2)
     ]
     threads[0].start()
-    poll_until(lambda: len(journal_events(mesh, "barrier_started")) >= 1, what="barrier 1 to start")
+    poll_until(
+        lambda: len(journal_events(mesh, Ev.BARRIER_STARTED)) >= 1, what="barrier 1 to start"
+    )
     threads[1].start()
-    poll_until(lambda: len(journal_events(mesh, "barrier_started")) >= 2, what="barrier 2 to start")
+    poll_until(
+        lambda: len(journal_events(mesh, Ev.BARRIER_STARTED)) >= 2, what="barrier 2 to start"
+    )
     mesh.kill(0, signal.SIGCONT)
     for t in threads:
         t.join(15)
@@ -316,7 +321,7 @@ def test_grandchild_holds_stdout(meshlog: MeshHarness, fake_procs: FakeProcs, pr
     for rank in mesh.ranks:
         events = read_progress(mesh.progress(rank)).events
         pid = int(next(e for e in events if e.startswith("grandchild ")).split()[2])
-        held = [e for e in journal_events(mesh, "pipe_held") if e["rank"] == rank]
+        held = [e for e in journal_events(mesh, Ev.PIPE_HELD) if e["rank"] == rank]
         assert [(e["stream"], e["pid"]) for e in held] == [("stdout", pid)], held
 
 
@@ -327,7 +332,7 @@ def test_channel_closed_early(meshlog: MeshHarness, fake_procs: FakeProcs, procs
     mesh = meshlog.spawn([fake_procs.slow_drip(lines=20, interval=0.005)] * procs, env="prod")
     mesh.wait_scripts()
     report = mesh.stop()
-    skipped = [e for e in mesh.journal() if e["ev"] == "send_skipped_total" and e["rank"] == 0]
+    skipped = [e for e in mesh.journal() if e["ev"] == Ev.SEND_SKIPPED_TOTAL and e["rank"] == 0]
     lost = [x for x in report.lost if x.rank == 0 and x.where == "client"]
     assert (sum(e["lines"] for e in skipped) > 0) == bool(lost)
 
@@ -342,7 +347,7 @@ def test_disk_full(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> N
         report.stream(r, "stdout").delivered == report.stream(r, "stdout").emitted
         for r in mesh.ranks
     )
-    assert any(e["ev"] == "file_write_error" for e in mesh.journal())
+    assert any(e["ev"] == Ev.FILE_WRITE_ERROR for e in mesh.journal())
 
 
 @pytest.mark.meshlog_fault("sigkill_forwarder", rank=0)

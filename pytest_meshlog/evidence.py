@@ -20,6 +20,7 @@ from .backend import MeshClient
 from .evidence_model import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
 from .lines import Lines, as_lines
 from .stack import ExitInfo, StopProblem
+from .stack.journal import Ev
 
 STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
 
@@ -230,7 +231,7 @@ def _rank_of(line: bytes, prefix_with_rank: bool) -> int | None:
 
 def eof_bytes(journal: Sequence[dict[str, Any]], rank: int, stream: str) -> int | None:
     for e in journal:
-        if e["ev"] == "eof" and e.get("rank") == rank and e.get("stream") == stream:
+        if e["ev"] == Ev.EOF and e.get("rank") == rank and e.get("stream") == stream:
             return int(e["bytes"])
     return None
 
@@ -246,7 +247,7 @@ def _settle(em: Any, stream: Stream, seen: int | None) -> bytes:
 
 
 def console_bytes(journal: Sequence[dict[str, Any]]) -> dict[tuple[int, Stream], int]:
-    return {(e["rank"], e["stream"]): e["bytes"] for e in journal if e["ev"] == "console_bytes"}
+    return {(e["rank"], e["stream"]): e["bytes"] for e in journal if e["ev"] == Ev.CONSOLE_BYTES}
 
 
 def _emitted_streams(

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from .journal_view import blame_time, timeline_text
+from .stack.journal import Ev
 
 if TYPE_CHECKING:
     from .report import (
@@ -263,7 +264,7 @@ def _journal_time(report: TeardownReport, version: int) -> float | None:
         for e in report.journal
         if e.get("version") == version and e.get("src") == "driver"
     }
-    return times.get("barrier_timeout", times.get("barrier_started"))
+    return times.get(Ev.BARRIER_TIMEOUT, times.get(Ev.BARRIER_STARTED))
 
 
 def _is_partial(report: TeardownReport, rank: int, stream: Stream, index: int) -> bool:

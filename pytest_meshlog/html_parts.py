@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .stack.journal import Ev
 from .summary import duration_text
 
 
@@ -63,35 +64,35 @@ BAR = {"completed": GREEN, "superseded": AMBER, "timeout": RED, "open": RED}
 
 BAD_EVENTS = frozenset(
     {
-        "forwarder_lost",
-        "child_killed",
-        "barrier_timeout",
-        "barrier_stale",
-        "barrier_no_open",
-        "barrier_unexpected_ack",
-        "file_write_error",
-        "file_post_after_close",
-        "sender_failed",
-        "forwarder_failed",
-        "tails_missing",
-        "quiesce_incomplete",
-        "senders_missing",
-        "channel_closed",
+        Ev.FORWARDER_LOST,
+        Ev.CHILD_KILLED,
+        Ev.BARRIER_TIMEOUT,
+        Ev.BARRIER_STALE,
+        Ev.BARRIER_NO_OPEN,
+        Ev.BARRIER_UNEXPECTED_ACK,
+        Ev.FILE_WRITE_ERROR,
+        Ev.FILE_POST_AFTER_CLOSE,
+        Ev.SENDER_FAILED,
+        Ev.FORWARDER_FAILED,
+        Ev.TAILS_MISSING,
+        Ev.QUIESCE_INCOMPLETE,
+        Ev.SENDERS_MISSING,
+        Ev.CHANNEL_CLOSED,
     }
 )
 DRAWN_OTHERWISE = frozenset(
-    {"barrier_started", "barrier_completed", "barrier_superseded", "stop_begin", "stop_end"}
+    {Ev.BARRIER_STARTED, Ev.BARRIER_COMPLETED, Ev.BARRIER_SUPERSEDED, Ev.STOP_BEGIN, Ev.STOP_END}
 )
-HIDDEN = frozenset({"console_bytes"})  # same moment and number as `eof`
+HIDDEN = frozenset({Ev.CONSOLE_BYTES})  # same moment and number as `eof`
 NAMED = frozenset(
     {
-        "child_spawned",
-        "eof",
-        "partial_forwarded",
-        "flush_none_posted",
-        "child_exited",
-        "send_skipped",
-        "abort",
+        Ev.CHILD_SPAWNED,
+        Ev.EOF,
+        Ev.PARTIAL_FORWARDED,
+        Ev.FLUSH_NONE_POSTED,
+        Ev.CHILD_EXITED,
+        Ev.SEND_SKIPPED,
+        Ev.ABORT,
         *BAD_EVENTS,
     }
 )
@@ -99,26 +100,26 @@ NAMED = frozenset(
 
 def marker(kind: str, x: float, y: float, ev: Mapping[str, Any] | None = None) -> str:
     """The shape for one event kind, centred on (x, y)."""
-    if kind == "child_spawned":
+    if kind == Ev.CHILD_SPAWNED:
         return (
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#fff" stroke="{GREY}" '
             'stroke-width="1.5"/>'
         )
-    if kind == "eof":
+    if kind == Ev.EOF:
         return f'<rect x="{x - 1.5:.1f}" y="{y - 6:.1f}" width="3" height="12" fill="{BLUE}"/>'
-    if kind == "partial_forwarded":
+    if kind == Ev.PARTIAL_FORWARDED:
         return poly(((x, y - 5), (x + 5, y), (x, y + 5), (x - 5, y)), PURPLE)
-    if kind == "flush_none_posted":
+    if kind == Ev.FLUSH_NONE_POSTED:
         return poly(((x - 2, y - 5), (x + 5, y), (x - 2, y + 5)), TEAL)
-    if kind == "barrier_acked":
+    if kind == Ev.BARRIER_ACKED:
         return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{GREEN}"/>'
-    if kind == "child_exited":
+    if kind == Ev.CHILD_EXITED:
         failing = bool(ev and (ev.get("signal") or ev.get("code")))
         colour = RED if failing else DARK
         return f'<rect x="{x - 3.5:.1f}" y="{y - 3.5:.1f}" width="7" height="7" fill="{colour}"/>'
-    if kind == "send_skipped":
+    if kind == Ev.SEND_SKIPPED:
         return poly(((x - 5, y - 5), (x + 5, y - 5), (x, y + 4)), RED)
-    if kind == "abort":  # amber when stop had to drain bytes still in the pipe (SPEC 1.11)
+    if kind == Ev.ABORT:  # amber when stop had to drain bytes still in the pipe (SPEC 1.11)
         colour = AMBER if ev and ev.get("drained_bytes") else GREY
         return f'<rect x="{x - 1:.1f}" y="{y - 7:.1f}" width="2" height="14" fill="{colour}"/>'
     if kind in BAD_EVENTS:
@@ -137,15 +138,15 @@ def poly(points: Iterable[tuple[float, float]], fill: str) -> str:
 
 
 _LEGEND: tuple[tuple[str, str], ...] = (
-    ("child_spawned", "spawned"),
-    ("eof", "EOF on the pipe"),
-    ("partial_forwarded", "final partial line forwarded"),
-    ("flush_none_posted", "Flush(None) posted"),
-    ("barrier_acked", "barrier acked"),
-    ("child_exited", "child exited (red: signal or non-zero)"),
-    ("abort", "abort (amber: drained bytes)"),
-    ("send_skipped", "send skipped"),
-    ("forwarder_lost", "forwarder lost, killed, timeout, error"),
+    (Ev.CHILD_SPAWNED, "spawned"),
+    (Ev.EOF, "EOF on the pipe"),
+    (Ev.PARTIAL_FORWARDED, "final partial line forwarded"),
+    (Ev.FLUSH_NONE_POSTED, "Flush(None) posted"),
+    (Ev.BARRIER_ACKED, "barrier acked"),
+    (Ev.CHILD_EXITED, "child exited (red: signal or non-zero)"),
+    (Ev.ABORT, "abort (amber: drained bytes)"),
+    (Ev.SEND_SKIPPED, "send skipped"),
+    (Ev.FORWARDER_LOST, "forwarder lost, killed, timeout, error"),
     ("other", "other event"),
 )
 

@@ -28,6 +28,7 @@ from .html_parts import (
     poly,
 )
 from .journal_view import Event, blame, fields_text, lane_of, timed
+from .stack.journal import Ev
 from .summary import ReportEntry
 
 _WIDTH = 1000
@@ -213,9 +214,9 @@ def _barrier_bars(
     ended: dict[Any, tuple[float, str, Mapping[str, Any]]] = {}
     for t, ev in events:
         kind, version = ev.get("ev"), ev.get("version")
-        if kind == "barrier_started":
+        if kind == Ev.BARRIER_STARTED:
             started.setdefault(version, (t, ev))
-        elif kind in ("barrier_completed", "barrier_superseded", "barrier_timeout"):
+        elif kind in (Ev.BARRIER_COMPLETED, Ev.BARRIER_SUPERSEDED, Ev.BARRIER_TIMEOUT):
             ended.setdefault(version, (t, str(kind).removeprefix("barrier_"), ev))
     last = events[-1][0]
     y = lane_y if lane_y is not None else _TOP + _LANE / 2
@@ -272,14 +273,14 @@ def _stop_lines(
     out = []
     for t, ev in events:
         kind = ev.get("ev")
-        if kind not in ("stop_begin", "stop_end"):
+        if kind not in (Ev.STOP_BEGIN, Ev.STOP_END):
             continue
         x = scale.x(t)
         # stop() reads to the left of its line and "stopped" to the right, so the two
         # labels do not collide when stop() is quick.
-        label = "stop()" if kind == "stop_begin" else "stopped"
-        left = kind == "stop_begin" or x > _WIDTH - 60
-        if kind == "stop_begin" and x < _LEFT + 40:
+        label = "stop()" if kind == Ev.STOP_BEGIN else "stopped"
+        left = kind == Ev.STOP_BEGIN or x > _WIDTH - 60
+        if kind == Ev.STOP_BEGIN and x < _LEFT + 40:
             left = False
         anchor, dx = ("end", -3) if left else ("start", 3)
         out.append(

@@ -11,8 +11,9 @@ from typing import Any
 
 from .evidence_model import MeshEvidence, StreamEvidence
 from .report import RULE_FILE_DEADLINE, RULE_FILE_ERROR, Finding, StreamMatch
+from .stack.journal import Ev
 
-_TERMINAL = ("barrier_completed", "barrier_superseded", "barrier_timeout")
+_TERMINAL = (Ev.BARRIER_COMPLETED, Ev.BARRIER_SUPERSEDED, Ev.BARRIER_TIMEOUT)
 
 
 def partial_forwarded(
@@ -38,7 +39,7 @@ def partial_forwarded(
         checks.append(not (file.lost and file.lost[-1] == tail))
     if checks:
         return all(checks)
-    if facts.count("partial_forwarded", s.rank, s.stream):
+    if facts.count(Ev.PARTIAL_FORWARDED, s.rank, s.stream):
         return True
     if facts.has_host_events:
         findings.append(
@@ -48,7 +49,7 @@ def partial_forwarded(
                 "(no partial_forwarded event, and no client or file to check)",
                 s.rank,
                 s.stream,
-                facts.time("eof", s.rank, s.stream),
+                facts.time(Ev.EOF, s.rank, s.stream),
             )
         )
     return False
@@ -67,7 +68,7 @@ def eof_rules(s: StreamEvidence, facts: JournalFacts, findings: list[Finding]) -
                 "the tee never saw EOF (did stop abort it while bytes were still in the pipe?)",
                 s.rank,
                 s.stream,
-                facts.time("abort", s.rank, s.stream),
+                facts.time(Ev.ABORT, s.rank, s.stream),
             )
         )
     elif posted != 1:
@@ -77,7 +78,7 @@ def eof_rules(s: StreamEvidence, facts: JournalFacts, findings: list[Finding]) -
                 f"Flush(None) was posted {posted} times at EOF (expected exactly once)",
                 s.rank,
                 s.stream,
-                facts.time("eof", s.rank, s.stream),
+                facts.time(Ev.EOF, s.rank, s.stream),
             )
         )
     return posted, eof
@@ -95,7 +96,7 @@ def console_check(s: StreamEvidence, facts: JournalFacts, findings: list[Finding
                 f"the console tee wrote {console} bytes but the child wrote {s.emitted_bytes}",
                 s.rank,
                 s.stream,
-                facts.time("eof", s.rank, s.stream),
+                facts.time(Ev.EOF, s.rank, s.stream),
             )
         )
     return console
@@ -128,7 +129,7 @@ def _host_ranks(journal: Sequence[Mapping[str, Any]]) -> dict[str, set[int]]:
     """host journal source ("host0") -> the ranks it spawned."""
     out: dict[str, set[int]] = {}
     for e in journal:
-        if e.get("ev") == "child_spawned" and isinstance(e.get("rank"), int):
+        if e.get("ev") == Ev.CHILD_SPAWNED and isinstance(e.get("rank"), int):
             out.setdefault(str(e.get("src")), set()).add(int(e["rank"]))
     return out
 
@@ -139,7 +140,7 @@ def timed_out_writers(journal: Sequence[Mapping[str, Any]]) -> set[tuple[int, st
     return {
         (rank, str(e.get("stream")))
         for e in journal
-        if e.get("ev") == "file_writer_timed_out"
+        if e.get("ev") == Ev.FILE_WRITER_TIMED_OUT
         for rank in ranks.get(str(e.get("src")), ())
     }
 
@@ -149,10 +150,10 @@ def writer_findings(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
     was still writing (a slow disk); otherwise its stop signal was missed. A stream queue
     above its bound: the writer did not hold the tees (no backpressure)."""
     out: list[Finding] = []
-    named = {str(e.get("src")) for e in journal if e.get("ev") == "file_writer_timed_out"}
+    named = {str(e.get("src")) for e in journal if e.get("ev") == Ev.FILE_WRITER_TIMED_OUT}
     for e in journal:
         ev, src, t = e.get("ev"), str(e.get("src")), float(e["t"])
-        if ev == "file_writer_timed_out":
+        if ev == Ev.FILE_WRITER_TIMED_OUT:
             delay = float(e.get("write_delay_s") or 0.0)
             injected = f"; the test made every batch {delay:g} s slower" if delay else ""
             out.append(
@@ -167,7 +168,7 @@ def writer_findings(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
                     t=t,
                 )
             )
-        elif ev == "file_appender_closed":
+        elif ev == Ev.FILE_APPENDER_CLOSED:
             if e.get("timed_out") and src not in named:
                 out.append(
                     Finding(
@@ -199,7 +200,9 @@ def writer_findings(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
 
 def orphaned_barriers(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
     """Every started barrier must end: completed, superseded or timed out (SPEC 1.11)."""
-    started = {e.get("version"): float(e["t"]) for e in journal if e.get("ev") == "barrier_started"}
+    started = {
+        e.get("version"): float(e["t"]) for e in journal if e.get("ev") == Ev.BARRIER_STARTED
+    }
     for e in journal:
         if e.get("ev") in _TERMINAL:
             started.pop(e.get("version"), None)
@@ -226,11 +229,11 @@ class JournalFacts:
             key = (name, rank, stream)
             self._counts[key] = self._counts.get(key, 0) + 1
             self._first.setdefault(key, float(e["t"]))
-            if name == "console_bytes":
+            if name == Ev.CONSOLE_BYTES:
                 self._console[(rank, stream)] = self._console.get((rank, stream), 0) + int(
                     e.get("bytes", 0)
                 )
-            if name == "abort" and e.get("eof"):
+            if name == Ev.ABORT and e.get("eof"):  # the field: the abort saw EOF
                 self._eof_by_abort.add((rank, stream))
 
     def count(self, name: str, rank: int, stream: str) -> int:
@@ -240,10 +243,10 @@ class JournalFacts:
         return self._first.get((name, rank, stream))
 
     def flush_none(self, rank: int, stream: str) -> int:
-        return self.count("flush_none_posted", rank, stream)
+        return self.count(Ev.FLUSH_NONE_POSTED, rank, stream)
 
     def eof(self, rank: int, stream: str) -> bool:
-        return bool(self.count("eof", rank, stream)) or (rank, stream) in self._eof_by_abort
+        return bool(self.count(Ev.EOF, rank, stream)) or (rank, stream) in self._eof_by_abort
 
     def console_bytes(self, rank: int, stream: str) -> int | None:
         return self._console.get((rank, stream))

@@ -12,9 +12,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .stack.journal import Ev
+
 Event = Mapping[str, Any]
 
-LOSS_CAUSES = ("send_skipped", "forwarder_lost", "child_killed", "child_exited", "eof")
+LOSS_CAUSES = (Ev.SEND_SKIPPED, Ev.FORWARDER_LOST, Ev.CHILD_KILLED, Ev.CHILD_EXITED, Ev.EOF)
 """The journal events that explain lost lines of a rank and stream, most telling first: a
 send that was skipped, the forwarder lost, the child killed, its exit, else its EOF (the
 journal does not time single lines)."""

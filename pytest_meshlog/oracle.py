@@ -40,6 +40,7 @@ from .report import (
     Unexpected,
     Where,
 )
+from .stack.journal import Ev
 
 __all__ = ["count_match", "evaluate", "match_lines"]
 
@@ -70,7 +71,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
                 " rules could not be checked",
             )
         )
-    failed_files = {e.get("stream") for e in journal if e.get("ev") == "file_write_error"}
+    failed_files = {e.get("stream") for e in journal if e.get("ev") == Ev.FILE_WRITE_ERROR}
     too_slow = timed_out_writers(journal)
     for rank in evidence.ranks:
         for s in rank.streams:

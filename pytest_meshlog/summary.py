@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .report import BarrierExpectation, TeardownReport
+from .stack.journal import Ev
 
 MAX_JOURNAL_EVENTS = 2_000
 """Journal events kept per mesh in the light form: enough for any catalog scenario's
@@ -24,36 +25,36 @@ teardown, small enough that a flood test does not make the xdist channel or the 
 # to see in the timeline is when things ended and what went wrong, not every ack.
 _CHATTY = frozenset(
     {
-        "aggregate_printed",
-        "barrier_acked",
-        "console_bytes",
-        "forwarder_connected",
-        "forwarder_started",
-        "sender_connected",
-        "sender_closed",
+        Ev.AGGREGATE_PRINTED,
+        Ev.BARRIER_ACKED,
+        Ev.CONSOLE_BYTES,
+        Ev.FORWARDER_CONNECTED,
+        Ev.FORWARDER_STARTED,
+        Ev.SENDER_CONNECTED,
+        Ev.SENDER_CLOSED,
     }
 )
 _KEY = frozenset(
     {
-        "barrier_started",
-        "barrier_completed",
-        "barrier_superseded",
-        "barrier_timeout",
-        "stop_begin",
-        "stop_end",
-        "eof",
-        "partial_forwarded",
-        "flush_none_posted",
-        "child_exited",
-        "child_killed",
-        "forwarder_lost",
-        "send_skipped",
-        "abort",
-        "file_write_error",
-        "sender_failed",
-        "forwarder_failed",
-        "tails_missing",
-        "quiesce_incomplete",
+        Ev.BARRIER_STARTED,
+        Ev.BARRIER_COMPLETED,
+        Ev.BARRIER_SUPERSEDED,
+        Ev.BARRIER_TIMEOUT,
+        Ev.STOP_BEGIN,
+        Ev.STOP_END,
+        Ev.EOF,
+        Ev.PARTIAL_FORWARDED,
+        Ev.FLUSH_NONE_POSTED,
+        Ev.CHILD_EXITED,
+        Ev.CHILD_KILLED,
+        Ev.FORWARDER_LOST,
+        Ev.SEND_SKIPPED,
+        Ev.ABORT,
+        Ev.FILE_WRITE_ERROR,
+        Ev.SENDER_FAILED,
+        Ev.FORWARDER_FAILED,
+        Ev.TAILS_MISSING,
+        Ev.QUIESCE_INCOMPLETE,
     }
 )
 

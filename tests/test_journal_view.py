@@ -49,3 +49,33 @@ def test_lanes_concerns_and_fields() -> None:
     assert concerns(ev(1, "eof", rank=3), 3) and not concerns(ev(1, "eof", rank=3), 2)
     assert concerns(ev(1, "stop_begin", src="driver"), 2)
     assert fields_text(ev(1, "eof", rank=3, stream="stdout")) == "rank=3 stream=stdout"
+
+
+def test_the_reports_name_journal_events_by_ev() -> None:
+    """Journal event names are defined once (stack.journal.Ev): the harness's evidence,
+    oracle and reports use them by name. The strings left are not event names: a crash's
+    `how`, fault kinds, a finding kind and record fields that share an event's word."""
+    import ast
+    from pathlib import Path
+
+    from pytest_meshlog.stack.journal import Ev
+
+    names = {e.value for e in Ev}
+    not_events = {
+        ("catalog.py", "file_write_error"),  # the fault kind
+        ("catalog.py", "abort"),  # a crash's `how`
+        ("faults.py", "file_write_error"),
+        ("faults.py", "abort"),
+        ("html_report.py", "console_bytes"),  # a stream's field in the light report
+        ("summary.py", "console_bytes"),
+        ("journal_rules.py", "eof"),  # the finding kind, and the abort event's field
+        ("leaks.py", "child_spawned"),  # (not the harness's reports: the lead's module)
+    }
+    root = Path(__file__).resolve().parent.parent / "pytest_meshlog"
+    bare = sorted(
+        (path.name, node.value)
+        for path in root.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in names
+    )
+    assert [b for b in bare if b not in not_events] == []
