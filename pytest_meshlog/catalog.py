@@ -19,7 +19,7 @@ from .harness import MeshHarness
 from .markers import HOSTILE_ATTACKS
 from .report import BarrierResult
 from .scenario_tools import flush_until_everyone_waited, in_flight, journal_events, poll_until
-from .stack.journal import Ev
+from .stack import Ev
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

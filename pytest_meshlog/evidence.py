@@ -19,8 +19,7 @@ from fake_procs import Script, emitted, find_tag, framed, progress_path
 from .backend import MeshClient
 from .evidence_model import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
 from .lines import Lines, as_lines
-from .stack import ExitInfo, StopProblem
-from .stack.journal import Ev
+from .stack import Ev, ExitInfo, StopProblem
 
 STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
 

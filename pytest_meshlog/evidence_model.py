@@ -10,13 +10,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .stack import BarrierOutcome, StopProblem
-from .stack.outcomes import BarrierStatus as BarrierStatus
+from .stack import BarrierOutcome, BarrierStatus, StopProblem
 
 BarrierResult = BarrierOutcome
 """The answer one barrier caller got (the stack's own result type, SPEC 1.11)."""
 
 Stream = Literal["stdout", "stderr"]
+__all__ = [
+    "BarrierResult",
+    "BarrierStatus",
+    "MeshEvidence",
+    "RankEvidence",
+    "Stream",
+    "StreamEvidence",
+]
 
 
 @dataclass(frozen=True)

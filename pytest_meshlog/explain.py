@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from .journal_view import blame_time, timeline_text
-from .stack.journal import Ev
+from .stack import Ev
 
 if TYPE_CHECKING:
     from .report import (

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .stack.journal import Ev
+from .stack import Ev
 from .summary import duration_text
 
 

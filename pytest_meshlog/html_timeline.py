@@ -28,7 +28,7 @@ from .html_parts import (
     poly,
 )
 from .journal_view import Event, blame, fields_text, lane_of, timed
-from .stack.journal import Ev
+from .stack import Ev
 from .summary import ReportEntry
 
 _WIDTH = 1000

@@ -11,7 +11,7 @@ from typing import Any
 
 from .evidence_model import MeshEvidence, StreamEvidence
 from .report import RULE_FILE_DEADLINE, RULE_FILE_ERROR, Finding, StreamMatch
-from .stack.journal import Ev
+from .stack import Ev
 
 _TERMINAL = (Ev.BARRIER_COMPLETED, Ev.BARRIER_SUPERSEDED, Ev.BARRIER_TIMEOUT)
 

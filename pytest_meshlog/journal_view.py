@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .stack.journal import Ev
+from .stack import Ev
 
 Event = Mapping[str, Any]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .faults import FAULT_KINDS, FAULTS, HOSTILE_ATTACKS, problem
-from .stack.config import ENVS
+from .stack import ENVS
 
 __all__ = [
     "FAULT_KINDS",

@@ -40,7 +40,7 @@ from .report import (
     Unexpected,
     Where,
 )
-from .stack.journal import Ev
+from .stack import Ev
 
 __all__ = ["count_match", "evaluate", "match_lines"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .report import BarrierExpectation, TeardownReport
-from .stack.journal import Ev
+from .stack import Ev
 
 MAX_JOURNAL_EVENTS = 2_000
 """Journal events kept per mesh in the light form: enough for any catalog scenario's

@@ -87,14 +87,20 @@ def test_faulted_ranks() -> None:
 
 
 def _string_dispatch(path: Path) -> list[str]:
-    """`x.kind == "name"` / `x.kind in (...)` comparisons, and `type(x).__name__`."""
+    """Comparisons of `x.kind` with a fault kind's name (`== "crash"`, `in ("hang", ...)`),
+    and `type(x).__name__`; a stop problem's kind is not a fault's."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        named = {
+            c.value
+            for c in ast.walk(node)
+            if isinstance(node, ast.Compare) and isinstance(c, ast.Constant)
+        }
         if (
             isinstance(node, ast.Compare)
             and isinstance(node.left, ast.Attribute)
             and node.left.attr == "kind"
-            and any(isinstance(c, (ast.Constant, ast.Tuple, ast.Set)) for c in node.comparators)
+            and named & set(FAULTS)
         ):
             found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
         if (

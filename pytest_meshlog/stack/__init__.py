@@ -10,12 +10,23 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import ConfigError, StackConfig
+    from .config import ENVS, ConfigError, StackConfig
+    from .journal import Ev
     from .mesh_client import ChildSpec, LoggingMeshClient
-    from .outcomes import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
+    from .outcomes import (
+        BarrierOutcome,
+        BarrierStatus,
+        ExitInfo,
+        MeshError,
+        StopOutcome,
+        StopProblem,
+    )
 
 _MODULE_OF = {
     "BarrierOutcome": "outcomes",
+    "BarrierStatus": "outcomes",
+    "ENVS": "config",
+    "Ev": "journal",
     "StopProblem": "outcomes",
     "ConfigError": "config",
     "StackConfig": "config",
@@ -26,9 +37,12 @@ _MODULE_OF = {
     "StopOutcome": "outcomes",
 }
 __all__ = [
+    "ENVS",
     "BarrierOutcome",
+    "BarrierStatus",
     "ChildSpec",
     "ConfigError",
+    "Ev",
     "ExitInfo",
     "LoggingMeshClient",
     "MeshError",
