@@ -173,7 +173,7 @@ def meshlog_leak_check(
     labels: dict[str, str] = {}
     for harness in request.node.stash.get(HARNESSES, []):
         for j, mesh in enumerate(harness.meshes):
-            sockdir = getattr(getattr(mesh, "_client", None), "sockdir", None)
+            sockdir = getattr(mesh.client, "sockdir", None)
             if sockdir is not None:
                 labels[str(sockdir)] = f"mesh {j} (workdir {mesh.workdir})"
     leaks = checker.finish(labels)
@@ -258,7 +258,7 @@ def pytest_runtest_makereport(
                         for s, lines in streams.items()
                     )
                     report.sections.append((f"{title}: StreamFwder peek tails", tails))
-                notes = getattr(mesh._client, "notes", None)  # what a backend could not judge
+                notes = getattr(mesh.client, "notes", None)  # what a backend could not judge
                 if notes:
                     report.sections.append((f"{title}: {mesh.stack} notes", "\n".join(notes)))
                 report.sections.append((f"{title}: client stderr (tail)", mesh.output.tail(1)))
