@@ -12,7 +12,7 @@ import binascii
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, TypeAlias, Union
+from typing import Any, ClassVar, Literal, TypeAlias, Union, get_args
 
 Stream = Literal["stdout", "stderr"]
 Mode = Literal["fd", "buffered"]
@@ -325,21 +325,7 @@ AnyStep: TypeAlias = Union[  # noqa: UP007 (mypy targets 3.10: no `|` between cl
     Hang,
 ]
 
-_ALL_STEPS: tuple[type[AnyStep], ...] = (
-    Line,
-    Partial,
-    Raw,
-    Flood,
-    Interleave,
-    Flush,
-    Sleep,
-    Close,
-    Barrier,
-    Grandchild,
-    Exit,
-    Crash,
-    Hang,
-)
+_ALL_STEPS: tuple[type[AnyStep], ...] = get_args(AnyStep)
 STEP_TYPES: dict[str, type[AnyStep]] = {cls.kind: cls for cls in _ALL_STEPS}
 
 
