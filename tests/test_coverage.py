@@ -20,7 +20,10 @@ ONLY_IN_HOSTS_AND_CHILDREN = {
     "pytest_meshlog/stack/child.py": ["run_child", "ChildRuntime.start", "ChildRuntime.finish"],
     "pytest_meshlog/stack/forwarder.py": ["LogForwardActor.start", "LogForwardActor.say_bye"],
     "pytest_meshlog/stack/host_control.py": ["main", "_serve"],
-    "pytest_meshlog/stack/bootstrap.py": ["BootstrapProcManager.spawn", "BootstrapProcManager.stop"],
+    "pytest_meshlog/stack/bootstrap.py": [
+        "BootstrapProcManager.spawn",
+        "BootstrapProcManager.stop",
+    ],
     "pytest_meshlog/stack/tee.py": ["StreamFwder._forward", "StreamFwder._eof"],
     "fake_procs/executor.py": ["execute", "_Executor.run"],
 }
