@@ -33,6 +33,9 @@ class MeshPlan:
     timeout: float
     env: Mapping[str, str] = field(default_factory=dict)
     client_delay: float = 0.0  # the slow_client fault: seconds the client spends per batch
+    cache_dir: Path | None = None
+    """A folder that lasts the session (in pytest's temp dir), for what a backend may keep
+    between meshes; the reference stack keeps its hosts' compiled modules there."""
 
 
 class FileGate(Protocol):
@@ -123,6 +126,7 @@ class ReferenceBackend:
             extra_env=env,
             consume_delay=plan.client_delay,
             spare_host=self.spare_host,
+            bytecode_cache=None if plan.cache_dir is None else plan.cache_dir / "bytecode",
         )
         try:
             if self.variant is not None:

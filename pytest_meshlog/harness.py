@@ -219,8 +219,10 @@ class MeshHarness:
         tmp_path: Path,
         on_report: Callable[[Mesh, TeardownReport], None] | None = None,
         env: dict[str, str] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.backend = backend
+        self.cache_dir = cache_dir  # lasts the session: see MeshPlan.cache_dir
         self.env = dict(env or {})
         self.options = options
         self.faults = faults
@@ -283,7 +285,7 @@ class MeshHarness:
             scripts=scripts, options=options, workdir=workdir,
             log_dir=None if log_dir is None else str(log_dir), sink=output, timeout=self.timeout,
             env={**self.env, **faults.host_env(self.faults)},
-            client_delay=faults.client_delay(self.faults),
+            client_delay=faults.client_delay(self.faults), cache_dir=self.cache_dir,
         )  # fmt: skip
         try:
             client = self.backend.launch(plan)

@@ -183,7 +183,11 @@ def meshlog_leak_check(
 
 @pytest.fixture
 def meshlog(
-    request: pytest.FixtureRequest, meshlog_seed: int, meshlog_stack: str, tmp_path: Path
+    request: pytest.FixtureRequest,
+    meshlog_seed: int,
+    meshlog_stack: str,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[MeshHarness]:
     """Spawns meshes of fake children; stops, verifies and cleans them up at teardown."""
     config = request.config
@@ -213,6 +217,7 @@ def meshlog(
         on_report=on_report,
         # a broken stack may leave a child waiting for tails that never come: keep it short
         env={"MESHLOG_QUIESCE_TIMEOUT": "2"} if session.selftest_active(item) else None,
+        cache_dir=tmp_path_factory.getbasetemp() / "meshlog-cache",
     )
     item.stash.setdefault(HARNESSES, []).append(harness)
     yield harness

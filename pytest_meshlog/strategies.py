@@ -297,6 +297,7 @@ def run_plan(meshlog: MeshHarness, plan: MeshPlan, *, seed: int | None = None) -
         timeout=meshlog.timeout,
         tmp_path=workdir,
         env=meshlog.env,
+        cache_dir=meshlog.cache_dir,
     )
     try:
         mesh = harness.spawn(plan.scripts, **plan.spawn_kwargs())

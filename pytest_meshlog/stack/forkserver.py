@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from importlib.machinery import ModuleSpec
 from types import CodeType
 
+from . import bytecode
 from .procs import start_child_process
 
 
@@ -194,6 +195,7 @@ def _run_child(
         asyncio.events._set_running_loop(None)  # the host's loop is not this process's
         os.environ.clear()
         os.environ.update(env)
+        bytecode.adopt(env)  # the host may write bytecode to a shared cache; the child not
         sys.modules.pop(f"{module}.__main__", None)  # warmed as a module; runs as __main__
         _run_as_main(module, args)
         code = 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import spare
+from . import bytecode, spare
 from .client import LogClientActor, Sink
 from .config import ConfigError, StackConfig
 from .hosts import HostLink, connect_host
@@ -65,6 +65,7 @@ class LoggingMeshClient:
         extra_env: Mapping[str, str] | None = None,
         consume_delay: float = 0.0,
         spare_host: bool = False,
+        bytecode_cache: Path | None = None,
     ) -> None:
         self.config = config if config is not None else StackConfig.from_env()
         if hosts < 1:
@@ -74,6 +75,7 @@ class LoggingMeshClient:
         self.hosts = hosts
         self.python = python
         self.spare_host = spare_host  # take a warm host if one waits; leave one at close
+        self.bytecode_cache = bytecode_cache  # hosts share compiled modules there (bytecode.py)
         self._child_modules: set[str] = set()
         self.extra_env = dict(extra_env or {})
         self._owns_workdir = workdir is None
@@ -155,12 +157,14 @@ class LoggingMeshClient:
         deadline = time.monotonic() + timeout
         per_host = -(-len(children) // self.hosts)
         base_env = {**os.environ, **self.config.to_env(), **self.extra_env}
-        for h in range(self.hosts):
+        env = bytecode.host_env(base_env, self.bytecode_cache)
+        for h in range(self.hosts):  # all start at once; each is waited for below
             host = await connect_host(
-                h, python=self.python, env=base_env, workdir=self.workdir,
+                h, python=self.python, env=env, workdir=self.workdir,
                 journal_dir=self.journal_dir, use_spare=self.spare_host, on_exit=self._on_exit,
             )  # fmt: skip
             self._hosts.append(host)
+        for h, host in enumerate(self._hosts):
             await host.wait_ready()
             host.ranks = list(range(h * per_host, min(len(children), (h + 1) * per_host)))
             specs = [self._child_spec(h, rank, children[rank], base_env) for rank in host.ranks]
@@ -369,7 +373,9 @@ class LoggingMeshClient:
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if self.spare_host:  # warms up while the caller reads its evidence
-            spare.start(self.python, os.environ, self._child_modules)
+            spare.start(
+                self.python, bytecode.host_env(os.environ, self.bytecode_cache), self._child_modules
+            )
 
     def __enter__(self) -> LoggingMeshClient:
         return self
