@@ -52,10 +52,8 @@ def test_hosts_share_bytecode_and_forked_children_keep_their_settings(
     cache = tmp_path / "cache"
     first = _run(tmp_path, "first", cache)
     compiled = {p.name for p in cache.rglob("*.pyc")}
-    assert {
-        "bootstrap.cpython-%d%d.pyc" % sys.version_info[:2],
-        "tee.cpython-%d%d.pyc" % sys.version_info[:2],
-    } <= compiled
+    tag = sys.implementation.cache_tag
+    assert {f"bootstrap.{tag}.pyc", f"tee.{tag}.pyc"} <= compiled
     assert b"dont_write=True prefix=None" in first  # the child: as its environment says
     stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("*.pyc")}
     second = _run(tmp_path, "second", cache)
