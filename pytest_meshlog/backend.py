@@ -101,7 +101,7 @@ class ReferenceBackend:
             force_file_log=opts.force_file_log,
             prefix_with_rank=opts.prefix_with_rank,
             enable_log_forwarding=True,
-            env=opts.env,  # type: ignore[arg-type]
+            env=opts.env,
             log_dir=plan.log_dir,
         )
         env = dict(plan.env)

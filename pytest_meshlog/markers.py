@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from .faults import FAULT_KINDS, FAULTS, HOSTILE_ATTACKS, problem
-from .stack import ENVS
+from .report import BarrierExpectation
+from .stack import ENVS, Env
 
 __all__ = [
     "FAULT_KINDS",
@@ -56,7 +57,7 @@ class MeshOptions:
 
     procs: int | None = None
     hosts: int = 1
-    env: str = "local"
+    env: Env = "local"
     force_file_log: bool = False
     aggregate_window_sec: float | None = None
     prefix_with_rank: bool = True
@@ -150,7 +151,7 @@ class Expectation:
     """`@pytest.mark.meshlog_expect(...)`; the default is: nothing lost, every barrier completes."""
 
     lost_at_most: int = 0
-    barrier: str = "complete"
+    barrier: BarrierExpectation = "complete"
 
     @classmethod
     def from_marker(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Expectation:

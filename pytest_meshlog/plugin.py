@@ -225,7 +225,7 @@ def meshlog(
     if session.selftest_active(item):
         return  # the self-test records what was caught instead of failing
     for report in reports:
-        report.assert_clean(lost_at_most=marks.expect.lost_at_most, barrier=marks.expect.barrier)  # type: ignore[arg-type]
+        report.assert_clean(lost_at_most=marks.expect.lost_at_most, barrier=marks.expect.barrier)
 
 
 def _procs_param(item: pytest.Item) -> int | None:

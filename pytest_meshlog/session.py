@@ -110,7 +110,7 @@ class MeshlogSession:
             teardown_s=mesh.outcome.duration_s if mesh.outcome is not None else 0.0,
             report=report,
             lost_at_most=expect.lost_at_most,
-            barrier_expect=expect.barrier,  # type: ignore[arg-type]
+            barrier_expect=expect.barrier,
         )
         self._pending[item.nodeid].append(entry)
 

@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import ENVS, ConfigError, StackConfig
+    from .config import ENVS, ConfigError, Env, StackConfig
     from .journal import Ev
     from .mesh_client import ChildSpec, LoggingMeshClient
     from .outcomes import (
@@ -26,6 +26,7 @@ _MODULE_OF = {
     "BarrierOutcome": "outcomes",
     "BarrierStatus": "outcomes",
     "ENVS": "config",
+    "Env": "config",
     "Ev": "journal",
     "StopProblem": "outcomes",
     "ConfigError": "config",
@@ -42,6 +43,7 @@ __all__ = [
     "BarrierStatus",
     "ChildSpec",
     "ConfigError",
+    "Env",
     "Ev",
     "ExitInfo",
     "LoggingMeshClient",
