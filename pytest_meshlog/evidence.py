@@ -161,7 +161,7 @@ def _attribute(
             n = piece.count(b"\n")
         else:
             if found is None:
-                found = owners.take(stream, line, counts)
+                found = owners.take(stream, line, counts, chunk, eol)
             piece, n, end = chunk[pos : eol + 1], 1, eol + 1
         key = (found, stream)
         collect = out.get(key)
@@ -199,22 +199,49 @@ class _Owners:
                         self._at.setdefault((stream, line), {}).setdefault(rank, []).append(index)
         return self._at
 
-    def take(self, stream: Stream, line: bytes, so_far: Mapping[tuple[int, Stream], int]) -> int:
+    def take(
+        self,
+        stream: Stream,
+        line: bytes,
+        so_far: Mapping[tuple[int, Stream], int],
+        chunk: bytes = b"",
+        eol: int = 0,
+    ) -> int:
+        """The rank this copy of `line` (ending at `chunk[eol]`) belongs to."""
         where = self.at.get((stream, line))
         if not where:
             return 0
-        best: tuple[int, int] | None = None  # (gap to the next expected copy, rank)
+        tied: list[tuple[int, int, int]] = []  # (gap to the next expected copy, rank, index)
         for rank, indices in where.items():
             if self.paid.get((stream, line, rank), 0) >= len(indices):
                 continue  # every copy this rank emitted is already accounted for
             cursor = so_far.get((rank, stream), 0)
             nxt = bisect_left(indices, cursor)
             gap = indices[nxt] - cursor if nxt < len(indices) else cursor - indices[-1]
-            best = min(best, (gap, rank)) if best is not None else (gap, rank)
-        rank = best[1] if best is not None else next(iter(where))
+            tied.append((gap, rank, indices[min(nxt, len(indices) - 1)]))
+        if not tied:
+            rank = next(iter(where))
+        else:
+            best = min(t[0] for t in tied)
+            tied = [t for t in tied if t[0] == best]
+            rank = tied[0][1] if len(tied) == 1 else self._first_due(stream, tied, chunk, eol)
         key = (stream, line, rank)
         self.paid[key] = self.paid.get(key, 0) + 1
         return rank
+
+    def _first_due(
+        self, stream: Stream, tied: list[tuple[int, int, int]], chunk: bytes, eol: int
+    ) -> int:
+        """Among ranks equally owed this copy, the one whose next line comes first in the
+        rest of the file: it needs the copy soonest (the copies are identical, so any other
+        choice can make a rank look out of order that was not)."""
+        due: list[tuple[int, int]] = []
+        for _, rank, index in tied:
+            lines = self.expected[rank, stream]
+            following = lines[index + 1] if index + 1 < len(lines) else None
+            at = -1 if following is None else chunk.find(b"\n" + following + b"\n", eol)
+            due.append((at if at >= 0 else len(chunk) + 1, rank))
+        return min(due)[1]
 
 
 def _rank_of(line: bytes, prefix_with_rank: bool) -> int | None:

@@ -23,6 +23,26 @@ def test_identical_untagged_lines_of_two_ranks_keep_each_rank_in_order(tmp_path:
     assert got[(1, "stdout")] == [b"same", b"c"]
 
 
+def test_equally_owed_copies_go_to_the_rank_whose_next_line_comes_first(tmp_path: Path) -> None:
+    """Found by `--meshlog-random 2000 --meshlog-seed 43` (random[170], prefix off): ranks 0
+    and 3 both begin with an empty line, and rank 3's copy reached the file first. Both ranks
+    were owed the first copy equally; giving it to the lower rank made rank 3's own copy
+    land after its next lines, a reordering that never happened. The copy goes to the rank
+    whose next line comes first in the file."""
+    expected = {
+        (0, "stdout"): (b"", b"<r0o0> zero"),
+        (3, "stdout"): (b"", b"<r3o0> a", b"<r3o1> b"),
+    }
+    for order in (
+        (b"", b"<r3o0> a", b"<r3o1> b", b"", b"<r0o0> zero"),  # rank 3 first (the failure)
+        (b"", b"<r0o0> zero", b"", b"<r3o0> a", b"<r3o1> b"),  # rank 0 first
+        (b"", b"", b"<r3o0> a", b"<r0o0> zero", b"<r3o1> b"),  # both copies before either
+    ):
+        got = file_lines_by_rank(_host_file(tmp_path, *order), expected, prefix_with_rank=False)  # type: ignore[arg-type]
+        assert got[(0, "stdout")] == [b"", b"<r0o0> zero"], order
+        assert got[(3, "stdout")] == [b"", b"<r3o0> a", b"<r3o1> b"], order
+
+
 def test_a_surplus_copy_shows_as_a_duplicate_and_a_stranger_goes_to_rank_0(
     tmp_path: Path,
 ) -> None:
