@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import wire
+from .inherited import inherited_socket
 
 # the guards live in `guards`, the private directories in `private_dirs`; callers (the
 # leak check among them) import them from here
@@ -339,12 +340,8 @@ def listen(path: str) -> socket.socket:
 def adopt_listener(path: str) -> socket.socket | None:
     """The listening socket on `path` this process inherited, if any. The variable is
     consumed, so a process this one starts never mistakes some other fd for it."""
-    raw = os.environ.pop(LISTEN_FD_ENV, None)
-    if raw is None or not raw.isdigit():
-        return None
-    try:
-        sock = socket.socket(fileno=int(raw))
-    except OSError:
+    sock = inherited_socket(LISTEN_FD_ENV)
+    if sock is None:
         return None
     try:
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)

@@ -3,11 +3,11 @@ through a descriptor it reads once at start (`SECRET_FD_ENV`)."""
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 
 from . import wire
+from .inherited import inherited_socket
 from .wire import FrameDecoder, FrameError
 
 SECRET_FD_ENV = "MESHLOG_SECRET_FD"
@@ -44,14 +44,8 @@ def hand_key(key: MeshKey) -> socket.socket:
 
 def take_key(environ: dict[str, str] | None = None) -> MeshKey | None:
     """In a child: read and close the key descriptor named by SECRET_FD_ENV (consumed)."""
-    raw = os.environ.pop(SECRET_FD_ENV, None)
-    if environ is not None:
-        environ.pop(SECRET_FD_ENV, None)
-    if raw is None or not raw.isdigit():
-        return None
-    try:
-        sock = socket.socket(fileno=int(raw))
-    except OSError:
+    sock = inherited_socket(SECRET_FD_ENV, environ)
+    if sock is None:
         return None
     if sock.family != socket.AF_UNIX:
         sock.detach()  # not ours: leave whatever that fd is alone
