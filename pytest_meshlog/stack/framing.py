@@ -35,6 +35,29 @@ def _strip_cr(raw: bytes) -> bytes:
     return raw[:-1] if raw.endswith(b"\r") else raw
 
 
+def _finish_lines(raw: bytes, prefix: bytes) -> list[bytes]:
+    """Finish the complete lines `raw` holds (newline-separated, none after the last).
+
+    The rules are applied to all of them at once, in C, instead of line by line: a `\r`
+    before a newline goes in one replace, and decoding the lines together gives each what
+    decoding it alone would (a newline is never part of a UTF-8 sequence and ends any
+    unfinished one). Only a chunk with a line to truncate is finished line by line."""
+    text = raw
+    if b"\r" in text:
+        text = (text + b"\n").replace(b"\r\n", b"\n")[:-1]
+    if not text.isascii():
+        try:
+            text.decode("utf-8")  # valid UTF-8 decodes to itself: no need to re-encode it
+        except UnicodeDecodeError:
+            text = text.decode("utf-8", errors="replace").encode("utf-8")
+    lines = text.split(b"\n")
+    if len(text) > MAX_LINE_SIZE and max(map(len, lines)) > MAX_LINE_SIZE:
+        return [finish_line(_strip_cr(line), prefix) for line in raw.split(b"\n")]
+    if prefix and b"\n" not in prefix:
+        return (prefix + text.replace(b"\n", b"\n" + prefix)).split(b"\n")
+    return [prefix + line for line in lines] if prefix else lines
+
+
 class LineFramer:
     """Incremental framer: feed chunks, get finished lines; memory bounded per line."""
 
@@ -47,34 +70,20 @@ class LineFramer:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Frame a chunk; returns the lines it completed (possibly none)."""
-        if b"\n" not in chunk:
+        end = chunk.rfind(b"\n")
+        if end < 0:
             self._append(chunk)
             return []
-        parts = chunk.split(b"\n")
-        last = parts.pop()
-        prefix = self._prefix
         out: list[bytes] = []
-        if self._buf or self._overflowed:  # the first part ends the held partial line
-            self._append(parts[0])
-            out.append(finish_line(_strip_cr(self._buf), prefix, self._overflowed))
+        start = 0
+        if self._buf or self._overflowed:  # the chunk's first line ends the held partial one
+            start = chunk.index(b"\n") + 1
+            self._append(chunk[: start - 1])
+            out.append(finish_line(_strip_cr(self._buf), self._prefix, self._overflowed))
             self._buf, self._overflowed = b"", False
-            parts = parts[1:]
-        if (
-            chunk.isascii()
-            and b"\r" not in chunk
-            and max(map(len, parts), default=0) <= MAX_LINE_SIZE
-        ):
-            # The common case, decided at C speed for the whole chunk: no line needs
-            # decoding, CR stripping or truncation.
-            if prefix:
-                parts = [prefix + raw for raw in parts]
-            if out:
-                out += parts
-            else:
-                out = parts
-        else:
-            out += [finish_line(_strip_cr(raw), prefix) for raw in parts]
-        self._append(last)
+        if start <= end:
+            out += _finish_lines(chunk[start:end], self._prefix)
+        self._append(chunk[end + 1 :])
         return out
 
     def take_partial(self) -> bytes | None:
