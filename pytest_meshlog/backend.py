@@ -47,7 +47,13 @@ class FileGate(Protocol):
 class MeshClient(Protocol):
     """What the harness and the evidence use of a running mesh (`LoggingMeshClient` for
     the reference stack). A backend that cannot observe the journal returns none and says
-    so with `has_journal = False` (read with getattr: the reference client predates it)."""
+    so with `has_journal = False` (read with getattr: the reference client predates it).
+
+    A client may also say how many lines one batch of its stack holds, `batch_lines: int |
+    None` (read with getattr; absent: the plan's `read_log_buffer`; None: unknown). The
+    oracle's literal crash rule allows a crashed rank to lose at most that many lines at
+    the end of each client stream (SPEC 1.5: "the very last batch"); with None it cannot
+    tell batches apart and allows the whole lost tail."""
 
     @property
     def workdir(self) -> Path: ...

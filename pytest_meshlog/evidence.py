@@ -17,7 +17,14 @@ from typing import Any
 from fake_procs import Script, emitted, find_tag, framed, progress_path
 
 from .backend import MeshClient
-from .evidence_model import BarrierResult, MeshEvidence, RankEvidence, Stream, StreamEvidence
+from .evidence_model import (
+    BarrierResult,
+    MeshEvidence,
+    RankEvidence,
+    Rules,
+    Stream,
+    StreamEvidence,
+)
 from .lines import Lines, as_lines
 from .stack import Ev, ExitInfo, StopProblem
 
@@ -329,6 +336,8 @@ def gather(
     barriers: Sequence[BarrierResult],
     faulted_ranks: frozenset[int] = frozenset(),
     stop_problems: Sequence[StopProblem] = (),
+    rules: Rules = "literal",
+    batch_lines: int | None = None,
 ) -> MeshEvidence:
     journal = client.read_journal()
     gate = client.config.file_log_gate()
@@ -379,6 +388,8 @@ def gather(
         files_gate_reason=gate,
         stop_problems=tuple(stop_problems),
         journal_expected=bool(getattr(client, "has_journal", True)),
+        rules=rules,
+        batch_lines=batch_lines,
     )
 
 

@@ -16,11 +16,17 @@ BarrierResult = BarrierOutcome
 """The answer one barrier caller got (the stack's own result type, SPEC 1.11)."""
 
 Stream = Literal["stdout", "stderr"]
+Rules = Literal["literal", "strict"]
+"""How strictly a crash's losses are judged: `literal` (the seed's rule: at most the last
+batch of each client stream of a crashed rank), `strict` (no crash loss at all)."""
+RULES: tuple[Rules, ...] = ("literal", "strict")
 __all__ = [
+    "RULES",
     "BarrierResult",
     "BarrierStatus",
     "MeshEvidence",
     "RankEvidence",
+    "Rules",
     "Stream",
     "StreamEvidence",
 ]
@@ -78,3 +84,8 @@ class MeshEvidence:
     files_gate_reason: str | None = None
     stop_problems: tuple[StopProblem, ...] = ()  # what the stack's own stop() saw go wrong
     journal_expected: bool = True  # False: the backend keeps no journal (rules not checkable)
+    rules: Rules = "literal"
+    """The level a crash's client losses are judged at (`Rules`)."""
+    batch_lines: int | None = None
+    """Lines per batch of the stack (a MeshClient's `batch_lines`, else the plan's
+    read_log_buffer); None: unknown, and then a crash may lose any suffix (literal level)."""

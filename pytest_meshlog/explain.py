@@ -23,6 +23,7 @@ from .stack import Ev
 if TYPE_CHECKING:
     from .report import (
         BarrierExpectation,
+        CrashLoss,
         Duplicate,
         Finding,
         Loss,
@@ -73,7 +74,10 @@ def failure_message(report: TeardownReport, problems: Sequence[str]) -> str:
         else "no seed"
     )
     n = len(problems)
-    parts = [f"meshlog teardown is not clean: {n} problem{'s' * (n != 1)} ({seed})"]
+    parts = [
+        f"meshlog teardown is not clean: {n} problem{'s' * (n != 1)} ({seed}; judged under "
+        f"the {report.rules} rules)"
+    ]
     for i, text in enumerate(problems[:_MAX_SHOWN], 1):
         parts.append(f"{i}) {text}")
     if n > _MAX_SHOWN:
@@ -161,11 +165,30 @@ def _loss_problem(report: TeardownReport, key: _Key, group: list[Loss], budget: 
         f"never reached the {_DEST[where]}, unexplained{budget}"
     )
     rows = [head, f"  first missing: #{first.index} {_show(first.line)}{tail}"]
+    if first.crash is not None:
+        rows.append("  " + crash_text(first.crash))
     if n > 1:
         rows.append("  missing: " + _ranges([x.index for x in group]))
     rows += _context(report, rank, stream, where, first.index)
     rows.append(_timeline_near(report, rank, stream, None))
     return "\n".join(rows)
+
+
+def crash_text(crash: CrashLoss) -> str:
+    """How a crashed rank's lost client tail was judged, in one sentence."""
+    span = f"lines {crash.first}-{crash.last}" if crash.lines > 1 else f"line {crash.first}"
+    if crash.rules == "strict":
+        return (
+            f"{span} lost after a crash ({crash.lines} line{'s' * (crash.lines != 1)}); "
+            "the strict rules allow no crash loss of what reached the pipe"
+        )
+    n = crash.batches
+    return (
+        f"{span} lost after a crash: {n} batch{'es' * (n != 1)} of {crash.batch_lines}; the "
+        f"literal rule allows the last one (lines {crash.allowed_from}-{crash.last}), so "
+        f"{crash.excess} line{'s' * (crash.excess != 1)} before line {crash.allowed_from} "
+        "are unexplained"
+    )
 
 
 def _duplicate_problem(report: TeardownReport, key: _Key, dups: list[Duplicate]) -> str:

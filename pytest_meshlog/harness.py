@@ -173,6 +173,8 @@ class Mesh:
             files=self.outcome.files,
             barriers=self.barriers,
             faulted_ranks=faulted,
+            rules=self.options.rules,
+            batch_lines=getattr(self._client, "batch_lines", self.options.read_log_buffer),
         )
         problems = _judged_stop_problems(self.outcome.problems, ev.abrupt_ranks(evidence))
         self.report = evaluate(dataclasses.replace(evidence, stop_problems=problems))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .faults import FAULT_KINDS, FAULTS, HOSTILE_ATTACKS, problem
-from .report import BarrierExpectation
+from .report import RULES, BarrierExpectation, Rules
 from .stack import ENVS, Env
 
 __all__ = [
@@ -28,7 +28,8 @@ __all__ = [
 
 MARKERS = {
     "meshlog": "meshlog(procs=, hosts=, env=, force_file_log=, aggregate_window_sec=, "
-    "prefix_with_rank=, read_log_buffer=, stream_to_client=): mesh settings for one test",
+    "prefix_with_rank=, read_log_buffer=, stream_to_client=, rules='literal'|'strict'): mesh "
+    "settings for one test, and how strictly a crash's losses are judged",
     "meshlog_fault": "meshlog_fault(kind, rank=0, **params): failure injection on top of the "
     "scripts; kinds: " + ", ".join(sorted(FAULT_KINDS)),
     "meshlog_expect": "meshlog_expect(lost_at_most=0, barrier='complete'|'timeout'): what the "
@@ -63,6 +64,9 @@ class MeshOptions:
     prefix_with_rank: bool = True
     read_log_buffer: int = 100
     stream_to_client: bool = True
+    rules: Rules = "literal"
+    """How a crash's client losses are judged: `literal` (at most the last batch of each
+    stream) or `strict` (nothing that reached the pipe)."""
 
     @classmethod
     def from_marker(
@@ -104,6 +108,10 @@ class MeshOptions:
         _check(
             _is_int(opts.read_log_buffer) and opts.read_log_buffer >= 1,
             f"{source}: read_log_buffer={opts.read_log_buffer!r} must be an int >= 1",
+        )
+        _check(
+            opts.rules in RULES,
+            f"{source}: rules={opts.rules!r} is not one of {', '.join(RULES)}",
         )
         return opts  # fmt: skip
 

@@ -30,6 +30,7 @@ from .matching import count_match, match_lines
 from .report import (
     RULE_CRASH,
     RULE_STREAMING_OFF,
+    CrashLoss,
     Duplicate,
     Finding,
     Loss,
@@ -123,7 +124,7 @@ def _judge_stream(
         out.matches[(s.rank, s.stream, "file")] = file
         outcome.append((file, s.file_lines, "file", file_rule_s))
     for m, got, where, rule in outcome:
-        out.lost += _losses(s, m, where, rule)
+        out.lost += _losses(s, m, where, rule, evidence)
         out.dups += (
             Duplicate(s.rank, s.stream, where, p, i, got[p])
             for p, i in sorted(m.duplicates.items())
@@ -157,13 +158,37 @@ def _client_rule(evidence: MeshEvidence, rank: RankEvidence) -> str | None:
     return RULE_CRASH if rank.crashed else None
 
 
-def _losses(s: StreamEvidence, m: StreamMatch, where: Where, rule: str | None) -> list[Loss]:
-    """Classify each undelivered line: a crash allows only the suffix after the last arrival."""
+def _losses(
+    s: StreamEvidence, m: StreamMatch, where: Where, rule: str | None, evidence: MeshEvidence
+) -> list[Loss]:
+    """Classify each undelivered line. A crash explains only lines of the lost tail (after
+    the last arrival): at the literal level the last batch of them, at the strict level none."""
+    if rule != RULE_CRASH:
+        return [Loss(s.rank, s.stream, i, s.emitted[i], where, rule) for i in m.lost]
+    crash = _crash_loss(m, evidence)
     out = []
     for i in m.lost:
-        allowed = rule if rule != RULE_CRASH or i > m.last_delivered else None
-        out.append(Loss(s.rank, s.stream, i, s.emitted[i], where, allowed))
+        if crash is None or i < crash.first:  # not in the tail: nothing explains it
+            out.append(Loss(s.rank, s.stream, i, s.emitted[i], where, None))
+        else:
+            allowed = RULE_CRASH if i >= crash.allowed_from else None
+            out.append(Loss(s.rank, s.stream, i, s.emitted[i], where, allowed, crash))
     return out
+
+
+def _crash_loss(m: StreamMatch, evidence: MeshEvidence) -> CrashLoss | None:
+    """The lost tail of a crashed rank's client stream and how much of it the rule allows."""
+    first, last = m.last_delivered + 1, m.n_emitted - 1
+    if first > last:
+        return None
+    batch = evidence.batch_lines
+    if evidence.rules == "strict":
+        allowed_from = last + 1
+    elif batch is None:
+        allowed_from = first
+    else:
+        allowed_from = max(first, last + 1 - batch)
+    return CrashLoss(first, last, evidence.rules, batch, allowed_from)
 
 
 def _order_violations(s: StreamEvidence, m: StreamMatch, where: Where) -> list[OrderViolation]:

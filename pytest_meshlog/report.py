@@ -16,16 +16,19 @@ from typing import Any, Literal
 
 from . import explain
 from .evidence_model import (
+    RULES,
     BarrierResult,
     BarrierStatus,
     MeshEvidence,
     RankEvidence,
+    Rules,
     Stream,
     StreamEvidence,
 )
 from .journal_view import timeline_text
 
 __all__ = [  # the evidence types stay importable from here, where users found them
+    "RULES",
     "RULE_CRASH",
     "RULE_FILE_DEADLINE",
     "RULE_FILE_ERROR",
@@ -33,12 +36,14 @@ __all__ = [  # the evidence types stay importable from here, where users found t
     "BarrierExpectation",
     "BarrierResult",
     "BarrierStatus",
+    "CrashLoss",
     "Duplicate",
     "Finding",
     "Loss",
     "MeshEvidence",
     "OrderViolation",
     "RankEvidence",
+    "Rules",
     "Stream",
     "StreamEvidence",
     "StreamMatch",
@@ -52,7 +57,9 @@ Where = Literal["client", "file"]
 BarrierExpectation = Literal["complete", "timeout"]
 
 RULE_CRASH = "crash-last-batch"
-"""A crashed rank may lose a suffix of what it sent to the client (SPEC 1.5)."""
+"""A crashed rank (or one whose channel closed early) may lose the last batch of each of its
+client streams (SPEC 1.5: "you may miss the very last batch for that proc"); at the strict
+level it may lose nothing that reached the pipe."""
 RULE_STREAMING_OFF = "streaming-off"
 """With stream_to_client off the client gets nothing by design (SPEC 1.6)."""
 RULE_FILE_ERROR = "file-write-error"  # the host journaled failed writes to that stream's file
@@ -65,8 +72,39 @@ timed-out writer is a finding of its own (kind `file-close-deadline`), which fai
 
 
 @dataclass(frozen=True, slots=True)
+class CrashLoss:
+    """The lines a crashed rank's client stream lost at its end (emitted lines `first` to
+    `last`), judged at level `rules`: at `literal` the rule allows the last `batch_lines`
+    of them (from `allowed_from` on), at `strict` none (`allowed_from` is past `last`).
+    `batch_lines` is None when the stack did not say its batch size (then all are allowed)."""
+
+    first: int
+    last: int
+    rules: Rules
+    batch_lines: int | None
+    allowed_from: int
+
+    @property
+    def lines(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def batches(self) -> int | None:
+        """How many batches of `batch_lines` the lost lines fill (None: size unknown)."""
+        if not self.batch_lines:
+            return None
+        return -(-self.lines // self.batch_lines)
+
+    @property
+    def excess(self) -> int:
+        """Lines lost beyond what the rule allows."""
+        return max(0, min(self.allowed_from, self.last + 1) - self.first)
+
+
+@dataclass(frozen=True, slots=True)
 class Loss:
-    """An emitted line that never reached `where`; `rule` names what allows it (None: nothing)."""
+    """An emitted line that never reached `where`; `rule` names what allows it (None: nothing).
+    `crash` is set on the lines of a crashed rank's lost client tail (allowed or not)."""
 
     rank: int
     stream: Stream
@@ -74,6 +112,7 @@ class Loss:
     line: bytes
     where: Where
     rule: str | None
+    crash: CrashLoss | None = None
 
     @property
     def allowed(self) -> bool:
@@ -226,6 +265,20 @@ class TeardownReport:
         return {(s.rank, s.stream): s.flush_none_at_eof for s in self.streams}
 
     @property
+    def rules(self) -> Rules:
+        """The level this report judged crash losses at (`literal` or `strict`)."""
+        return self.evidence.rules
+
+    @property
+    def crash_losses(self) -> tuple[tuple[int, Stream, CrashLoss], ...]:
+        """Per crashed rank and client stream that lost its tail: how it was judged."""
+        seen: dict[tuple[int, Stream], CrashLoss] = {}
+        for x in self.lost:
+            if x.crash is not None:
+                seen.setdefault((x.rank, x.stream), x.crash)
+        return tuple((r, s, c) for (r, s), c in seen.items())
+
+    @property
     def unexplained(self) -> tuple[Loss, ...]:
         return tuple(loss for loss in self.lost if loss.rule is None)
 
@@ -250,6 +303,7 @@ class TeardownReport:
         partial = [s.partial_line_forwarded for s in self.streams]
         return {
             "seed": self.seed,
+            "rules": self.rules,
             "ranks": len(self.evidence.ranks),
             "lines_emitted": sum(s.emitted for s in self.streams),
             "lines_delivered": sum(s.delivered for s in self.streams),

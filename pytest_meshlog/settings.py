@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from .evidence_model import RULES
 from .selection import Selection
 from .stack.config import (
     FORCE_FILE_LOG,
@@ -52,6 +53,13 @@ def _str(name: str, raw: str) -> str:
     return raw
 
 
+def _rules(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value not in RULES:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(RULES)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its flag, ini key, parser, default and help; `flag_only` bools take no
@@ -64,6 +72,8 @@ class Option:
     help: str
     flag_only: bool = False
     env: str | None = None  # the stack knob this option overrides (SPEC 2)
+    per_test: bool = False
+    """A `meshlog` marker argument of the same name overrides it (the stack knobs do too)."""
 
     @property
     def dest(self) -> str:
@@ -104,6 +114,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--meshlog-force-file-log", "meshlog_force_file_log", _bool, None,
            f"true/false: per-proc files in the local environment too (default: "
            f"${FORCE_FILE_LOG}, else false)", env=FORCE_FILE_LOG),
+    Option("--meshlog-rules", "meshlog_rules", _rules, None,
+           "literal/strict: how a crash's client losses are judged: literal (default) allows "
+           "the last batch of each stream, strict nothing that reached the pipe", per_test=True),
 )  # fmt: skip
 
 KNOB_OPTIONS = tuple(o for o in OPTIONS if o.env is not None)
@@ -139,8 +152,9 @@ class Settings:
     spare_host: bool = False
     leak_check: bool = True
     knobs: Mapping[str, Any] = field(default_factory=dict)
-    """Stack knobs set by option, ini or environment, as `meshlog` marker arguments
-    (`read_log_buffer`, `prefix_with_rank`, `force_file_log`); a marker overrides them."""
+    """Per-test settings set by option, ini or environment, as `meshlog` marker arguments
+    (`read_log_buffer`, `prefix_with_rank`, `force_file_log`, `rules`); a marker overrides
+    them."""
     selection: Selection = field(default_factory=Selection)
     knob_error: str | None = None
     """A bad stack knob in the environment: a usage error under --meshlog, else raised by
@@ -165,7 +179,7 @@ class Settings:
                     value = opt.parse(opt.env, environ[opt.env])
                 except ConfigError as exc:
                     env_errors.append(f"environment variable {exc}")
-            if opt.env is not None:
+            if opt.env is not None or opt.per_test:
                 if value is not None:
                     knobs[opt.field] = value
                 continue

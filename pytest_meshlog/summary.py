@@ -218,6 +218,13 @@ def summary_lines(entries: Sequence[ReportEntry]) -> list[str]:
     elif seeds:
         rows.append(("seed", f"{len(seeds):,} different (each failure prints its own)"))
     rows.append(("children", f"{sum(_int(e.numbers, 'ranks', e.procs) for e in entries):,}"))
+    levels = Counter(str(e.numbers.get("rules", "literal")) for e in entries)
+    rows.append(
+        (
+            "crash rules",
+            ", ".join(f"{r} ({n:,})" if len(levels) > 1 else r for r, n in levels.items()),
+        )
+    )
 
     emitted = sum(_int(e.numbers, "lines_emitted") for e in entries)
     delivered = sum(_int(e.numbers, "lines_delivered") for e in entries)

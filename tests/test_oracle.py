@@ -440,3 +440,64 @@ def test_report_repr_stays_short() -> None:
     assert len(repr(report)) < 300
     assert "stop_end" in report.timeline()
     assert dataclasses.is_dataclass(report)
+
+
+# -- the crash rule, literal and strict (issue 15) -------------------------------------------
+
+
+def crashed_tail(n: int, delivered: int, **kw: Any) -> TeardownReport:
+    emitted = lines(0, n)
+    return evaluate(mesh(rank_ev(0, out(0, emitted, emitted[:delivered]), crashed=True), **kw))
+
+
+def test_literal_rule_allows_one_batch_at_the_end() -> None:
+    report = crashed_tail(300, 200, batch_lines=100)
+    assert report.rules == "literal"
+    assert {x.rule for x in report.lost} == {RULE_CRASH}
+    assert len(report.lost) == 100
+    report.assert_clean()
+    [(rank, stream, crash)] = report.crash_losses
+    assert (rank, stream, crash.first, crash.last, crash.batches, crash.excess) == (
+        0, "stdout", 200, 299, 1, 0,
+    )  # fmt: skip
+
+
+def test_literal_rule_names_the_batches_lost_beyond_the_last() -> None:
+    report = crashed_tail(300, 0, batch_lines=100)
+    unexplained = report.unexplained
+    assert [x.index for x in unexplained] == list(range(200))
+    assert all(x.rule == RULE_CRASH for x in report.lost if x.index >= 200)
+    crash = unexplained[0].crash
+    assert crash is not None
+    assert (crash.first, crash.last, crash.lines, crash.batch_lines, crash.batches) == (
+        0, 299, 300, 100, 3,
+    )  # fmt: skip
+    assert (crash.allowed_from, crash.excess, crash.rules) == (200, 200, "literal")
+    msg = failure(report)
+    assert "judged under the literal rules" in msg
+    assert "lines 0-299 lost after a crash: 3 batches of 100; the literal rule allows the" in msg
+    assert "200 lines before line 200 are unexplained" in msg
+
+
+def test_literal_rule_with_an_unknown_batch_allows_the_tail() -> None:
+    report = crashed_tail(300, 0, batch_lines=None)
+    assert not report.unexplained
+    report.assert_clean()
+
+
+def test_strict_rule_allows_no_crash_loss() -> None:
+    report = crashed_tail(10, 9, batch_lines=100, rules="strict")
+    [loss] = report.lost
+    assert (loss.index, loss.rule) == (9, None)
+    assert loss.crash is not None and loss.crash.rules == "strict"
+    msg = failure(report)
+    assert "judged under the strict rules" in msg
+    assert "line 9 lost after a crash (1 line); the strict rules allow no crash loss" in msg
+    assert report.summary()["rules"] == "strict"
+
+
+def test_strict_rule_still_allows_streaming_off() -> None:
+    emitted = lines(0, 4)
+    ranks = rank_ev(0, out(0, emitted, ()), crashed=True)
+    report = evaluate(mesh(ranks, stream_to_client=False, rules="strict", batch_lines=1))
+    assert {x.rule for x in report.lost} == {"streaming-off"}

@@ -199,3 +199,62 @@ def test_a_real_meshlog_folder_is_the_users_own(pytester: pytest.Pytester) -> No
     result = run_inline(pytester, "--collect-only", "-q", "meshlog/test_mine.py::test_mine")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["meshlog/test_mine.py::test_mine"])
+
+
+RULES = """
+import pytest
+
+def test_session_value(meshlog):
+    print("\\nRULES", meshlog.options.rules)
+
+@pytest.mark.meshlog(rules="strict")
+def test_marker_wins(meshlog):
+    assert meshlog.options.rules == "strict"
+"""
+
+
+def _rules(result: pytest.RunResult) -> str:
+    (line,) = [line for line in result.outlines if line.startswith("RULES ")]
+    return line
+
+
+def test_rules_level_from_marker_option_and_ini(pytester: pytest.Pytester) -> None:
+    """`rules`: the marker wins, then the option, then the ini key, then `literal`."""
+    pytester.makepyfile(test_rules=RULES)
+    result = run_inline(pytester, "-s")
+    result.assert_outcomes(passed=2)
+    assert _rules(result) == "RULES literal"
+    pytester.makeini("[pytest]\nmeshlog_rules = strict\n")
+    result = run_inline(pytester, "-s")
+    result.assert_outcomes(passed=2)
+    assert _rules(result) == "RULES strict"
+    result = run_inline(pytester, "-s", "--meshlog-rules=literal")
+    result.assert_outcomes(passed=2)
+    assert _rules(result) == "RULES literal"
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "message"),
+    [
+        (["--meshlog-rules=lax"], "", "--meshlog-rules='lax' is not one of literal, strict"),
+        ([], "meshlog_rules = lax", "ini meshlog_rules='lax' is not one of literal, strict"),
+    ],
+)
+def test_a_bad_rules_level_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, args: list[str], ini: str, message: str
+) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile(test_rules=RULES)
+    result = run_inline(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}*"])
+
+
+def test_a_bad_rules_marker_is_a_collection_error_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_rules="import pytest\n\n@pytest.mark.meshlog(rules='lax')\n"
+        "def test_x(meshlog):\n    pass\n"
+    )
+    result = run_inline(pytester)
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*meshlog marker: rules='lax' is not one of literal, strict*"])

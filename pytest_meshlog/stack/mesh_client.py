@@ -133,6 +133,11 @@ class LoggingMeshClient:
         return sorted(self.host_of)
 
     @property
+    def batch_lines(self) -> int:
+        """Lines per batch (HYPERACTOR_READ_LOG_BUFFER): what a crash may lose at most."""
+        return self.config.read_log_buffer
+
+    @property
     def host_links(self) -> list[HostLink]:
         return self._hosts
 
