@@ -61,7 +61,7 @@ def payload(attack: str, socket_name: str, rank: int) -> bytes:
             hello = (wire.HELLO, "forwarder", info)
         else:
             hello = (wire.HELLO, "sender", {"stream": "stdout", "rank": rank})
-        line = wire.encode((wire.LOG, "impostor", f"proc[{rank}]", 0, 1, b"[0] injected"))
+        line = wire.encode((wire.LOG, "impostor", f"proc[{rank}]", 0, 1, b"[0] injected", 0))
         return wire.encode(hello) + line
     raise ValueError(f"unknown hostile_peer attack {attack!r}")
 

@@ -11,8 +11,9 @@ and runs the journal rules of `journal_rules.py`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .evidence_model import MeshEvidence, RankEvidence, Stream, StreamEvidence
 from .journal_rules import (
@@ -81,6 +82,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
     out.findings += file_findings(evidence)
     out.findings += orphaned_barriers(journal)
     out.findings += writer_findings(journal)
+    out.findings += _seq_gaps(journal)
     out.findings += [Finding("stop", problem.message) for problem in evidence.stop_problems]
     return TeardownReport(
         seed=evidence.seed,
@@ -150,6 +152,23 @@ def _judge_stream(
             eof_seen=eof,
         )
     )
+
+
+def _seq_gaps(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """The client kept a batch whose seq skipped lines of its stream (journal `seq_gap`):
+    batches were lost between the tee and the client, whichever way they came."""
+    return [
+        Finding(
+            "seq-gap",
+            f"rank {e['rank']} {e['stream']}: the client expected the batch starting at line "
+            f"{e['expected']} but the next one ({e['via']}) started at line {e['got']}",
+            rank=int(e["rank"]),
+            stream=e["stream"],
+            t=float(e["t"]),
+        )
+        for e in journal
+        if e.get("ev") == Ev.SEQ_GAP
+    ]
 
 
 def _client_rule(evidence: MeshEvidence, rank: RankEvidence) -> str | None:

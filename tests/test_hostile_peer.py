@@ -144,7 +144,7 @@ FORWARDER = textwrap.dedent(
     out = b""
     for b in range(10):
         blob = b"\n".join(b"[0] line %d" % (b * 10 + i) for i in range(10))
-        out += frame([0, "host0", "proc[0]", 0, 10, blob])
+        out += frame([0, "host0", "proc[0]", 0, 10, blob, b * 10])
     s.sendall(out + frame([7, {"eof_streams": ["stderr", "stdout"]}]))
     s.close()
     """
@@ -224,8 +224,10 @@ MALFORMED = {
     "rank_is_a_list": wire.encode(
         (wire.HELLO, "forwarder", {"rank": [1], "hostname": "h", "proc_id": "p", "pid": 1})
     ),
-    "log_bad_target": wire.encode((wire.LOG, "h", "p", 7, 1, b"x")),
-    "log_count_lies": wire.encode((wire.LOG, "h", "p", 0, 1, b"a\nb\nc")),
+    "log_bad_target": wire.encode((wire.LOG, "h", "p", 7, 1, b"x", 0)),
+    "log_count_lies": wire.encode((wire.LOG, "h", "p", 0, 1, b"a\nb\nc", 0)),
+    "log_without_seq": wire.encode((wire.LOG, "h", "p", 0, 1, b"x")),
+    "log_negative_seq": wire.encode((wire.LOG, "h", "p", 0, 1, b"x", -1)),
     "flush_version_str": wire.encode((wire.FLUSH, "v1")),
 }
 
@@ -421,13 +423,16 @@ def test_a_childs_socket_queues_500_connections(tmp_path: Path) -> None:
     ("msg", "says"),
     [
         ([wire.LOG], "is not [0, hostname"),
-        ([wire.LOG, "h", "p", 2, 1, b"x"], "target 2"),
-        ([wire.LOG, "h", "p", 0, 0, b""], "line count 0"),
-        ([wire.LOG, "h", "p", 0, 101, b"x"], "line count 101"),
-        ([wire.LOG, "h", "p", 0, 1, "text"], "a str, not bytes"),
-        ([wire.LOG, "h", "p", 0, 2, b"one line"], "says 2 lines but its blob holds 1"),
-        ([wire.LOG, "h" * 300, "p", 0, 1, b"x"], "longer than 256"),
-        ([wire.LOG, "h", "p", 0, 1, b"x" * 5000], "too long for 1 lines"),
+        ([wire.LOG, "h", "p", 0, 1, b"x"], "blob, seq]"),
+        ([wire.LOG, "h", "p", 2, 1, b"x", 0], "target 2"),
+        ([wire.LOG, "h", "p", 0, 0, b"", 0], "line count 0"),
+        ([wire.LOG, "h", "p", 0, 101, b"x", 0], "line count 101"),
+        ([wire.LOG, "h", "p", 0, 1, "text", 0], "a str, not bytes"),
+        ([wire.LOG, "h", "p", 0, 2, b"one line", 0], "says 2 lines but its blob holds 1"),
+        ([wire.LOG, "h" * 300, "p", 0, 1, b"x", 0], "longer than 256"),
+        ([wire.LOG, "h", "p", 0, 1, b"x" * 5000, 0], "too long for 1 lines"),
+        ([wire.LOG, "h", "p", 0, 1, b"x", -1], "seq -1 is not an int >= 0"),
+        ([wire.LOG, "h", "p", 0, 1, b"x", True], "seq True is not an int >= 0"),
     ],
 )
 def test_a_log_message_is_checked_field_by_field(msg: list[Any], says: str) -> None:

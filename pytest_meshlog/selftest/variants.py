@@ -238,6 +238,7 @@ def _forwarder_relays_undecoded() -> None:
             return False
         if self.stream_to_client and self.client is not None:
             self.client.send_frame(body, defer=True)  # passed on as it came, never decoded
+        self.relayed(conn)
         return True
 
     forwarder.LogForwardActor._accept = accept  # type: ignore[method-assign]

@@ -83,6 +83,8 @@ class BootstrapProcManager:
         self.ended: list[dict[str, Any]] = []
         """Descendants of children the host ended (journal `descendant_ended`)."""
         self._watcher = asyncio.create_task(self._watch_pipes())
+        ctl.on_pause = lambda: self._driver_link_paused(True)  # the fallback's backpressure
+        ctl.on_resume = lambda: self._driver_link_paused(False)
         gate = config.file_log_gate()
         if gate is None:
             directory, basename = config.file_log_location()
@@ -168,6 +170,7 @@ class BootstrapProcManager:
                     journal=self.journal,
                     secret=self.secret,
                 )
+                sender.fallback = self.ctl.send  # the driver link: for a dead forwarder's lines
                 child.senders[stream] = sender
         if child.channel is not None:
             await asyncio.gather(
@@ -187,6 +190,15 @@ class BootstrapProcManager:
             )
             child.fwders[stream] = fwder
             fwder.start()
+
+    def _driver_link_paused(self, paused: bool) -> None:
+        """The control connection to the driver is backed up: the tees whose lines go that
+        way (their forwarder is gone) stop reading, so their children's pipes fill."""
+        for child in self.children.values():
+            for stream, fwder in child.fwders.items():
+                sender = child.senders.get(stream)
+                if sender is not None and (sender.in_fallback or not paused):
+                    (fwder._hold if paused else fwder._release)("driver")
 
     def _reap(self, child: ChildState) -> None:
         if child.proc.poll() is None:

@@ -107,6 +107,8 @@ class FrameConnection(asyncio.Protocol):
         """Bytes read to the end after a failed write (finding: a write error discarded them)."""
         self._decoder = FrameDecoder(max_frame)
         self._outgoing: list[bytes] | None = None  # frames waiting for the end of this turn
+        self.submitted = 0
+        """Bytes of frames handed to this connection so far (see `left`)."""
         self._hello_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -203,6 +205,11 @@ class FrameConnection(asyncio.Protocol):
                 self.on_handler_error(self, exc)
             self.close()
 
+    def read_rest(self) -> None:
+        """Handle what the peer sent and this side has not read yet, to the end (the peer
+        has gone, or is about to: a non-blocking read stops when nothing is left)."""
+        self._read_rest()
+
     def _read_rest(self) -> None:
         """The transport gave up after a failed write (EPIPE: the peer has gone). Whatever
         the peer sent before it went is still in our socket's receive queue, unread:
@@ -266,7 +273,20 @@ class FrameConnection(asyncio.Protocol):
         self._write(encode(msg), defer)
         return True
 
+    @property
+    def left(self) -> int:
+        """Bytes of `submitted` that have left this process (written to the socket: the
+        peer reads them even if this process dies now)."""
+        t = self.transport
+        if t is None:
+            return 0
+        queued = t.get_write_buffer_size()
+        if self._outgoing:
+            queued += sum(len(x) for x in self._outgoing)
+        return self.submitted - queued
+
     def _write(self, data: bytes, defer: bool) -> None:
+        self.submitted += len(data)
         if defer:
             if self._outgoing is None:
                 self._outgoing = [data]

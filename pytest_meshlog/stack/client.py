@@ -23,6 +23,9 @@ from .lines import Sink as Sink
 from .mesh_key import new_secret
 from .slow_consumer import consume_slowly
 
+_Batch = tuple[str, str, int, int, bytes]
+"""A held batch: hostname, proc_id, target, line count, blob."""
+
 
 class LogClientActor:
     """Serves the client address; all methods run on the driver's stack loop."""
@@ -55,6 +58,16 @@ class LogClientActor:
         self.barriers = Barriers(journal, before_complete=self.aggregates.print_pending)
         self._server: asyncio.AbstractServer | None = None
         self._changed = asyncio.Event()
+        self._next_seq: dict[tuple[int, str], int] = {}
+        """Per (rank, stream): the seq of the next batch to keep (every line before it is in)."""
+        self._ahead: dict[tuple[int, str], dict[int, _Batch]] = {}
+        """Fallback batches that arrived before earlier ones the forwarder still brings."""
+        self.fallback_kept: dict[tuple[int, str], list[int]] = {}
+        """Per (rank, stream): [lines, batches] kept from the hosts' fallback."""
+        self.duplicates = 0  # batches dropped because their seq was already kept
+        self.streaming_was_off = False
+        """Streaming was off at some point: the forwarder dropped batches, so a seq that
+        jumps ahead on its connection is no finding."""
 
     async def start(self) -> None:
         self._server = await serve(self.address, lambda: self._accept())  # (patchable)
@@ -76,7 +89,7 @@ class LogClientActor:
     def _on_message(self, conn: FrameConnection, msg: list[Any]) -> None:
         kind = msg[0]
         if kind == wire.LOG:
-            self._on_log(conn.info["rank"], msg[1], msg[2], msg[3], msg[4], msg[5])
+            self._on_log(conn.info["rank"], msg[1], msg[2], msg[3], msg[4], msg[5], msg[6])
             if self.consume_delay:
                 consume_slowly(conn, self.consume_delay)
         elif kind == wire.FLUSH:
@@ -100,9 +113,105 @@ class LogClientActor:
             self.poke()
 
     def _on_log(
-        self, rank: int, hostname: str, proc_id: str, target: int, count: int, blob: bytes
+        self,
+        rank: int,
+        hostname: str,
+        proc_id: str,
+        target: int,
+        count: int,
+        blob: bytes,
+        seq: int,
+        fallback: bool = False,
     ) -> None:
+        """Keep a batch once and in order per (rank, stream), whichever way it came."""
         key = (rank, wire.TARGETS[target])
+        expected = self._next_seq.get(key, 0)
+        if seq != expected:
+            if seq < expected:  # the forwarder and the fallback both brought it
+                self.duplicates += 1
+                return
+            if key in self._ahead or (fallback and self._forwarder_open(rank)):
+                self._ahead.setdefault(key, {})[seq] = (hostname, proc_id, target, count, blob)
+                return  # earlier batches are still on their way from the forwarder
+            if fallback or not self.streaming_was_off:
+                self._gap(key, expected, seq, "fallback" if fallback else "forwarder")
+        self._keep(key, hostname, proc_id, target, count, blob)
+        self._next_seq[key] = seq + count
+        if fallback:
+            kept = self.fallback_kept.setdefault(key, [0, 0])
+            kept[0] += count
+            kept[1] += 1
+        if key in self._ahead:
+            self._release_ahead(key, final=False)
+
+    def _forwarder_open(self, rank: int) -> bool:
+        conn = self.forwarders.get(rank)
+        return conn is not None and not conn.closed.is_set()
+
+    def _gap(self, key: tuple[int, str], expected: int, got: int, via: str) -> None:
+        self.journal(Ev.SEQ_GAP, rank=key[0], stream=key[1], expected=expected, got=got, via=via)
+
+    def _release_ahead(self, key: tuple[int, str], final: bool) -> None:
+        """Keep the held batches that are next in order; with `final` (nothing more can
+        come before them) all of them, each gap journaled."""
+        ahead = self._ahead[key]
+        while ahead:
+            expected = self._next_seq.get(key, 0)
+            for seq in [s for s in ahead if s < expected]:
+                del ahead[seq]
+                self.duplicates += 1
+            if not ahead:
+                break
+            seq = expected if expected in ahead else min(ahead)
+            if seq != expected:
+                if not final:
+                    break
+                self._gap(key, expected, seq, "fallback")
+            hostname, proc_id, target, count, blob = ahead.pop(seq)
+            self._keep(key, hostname, proc_id, target, count, blob)
+            self._next_seq[key] = seq + count
+            kept = self.fallback_kept.setdefault(key, [0, 0])
+            kept[0] += count
+            kept[1] += 1
+        if not ahead:
+            del self._ahead[key]
+
+    def on_fallback(self, ranks: frozenset[int], msg: list[Any]) -> None:
+        """A batch a host delivers for a rank whose forwarder is gone (or whose channel
+        closed early), over its own connection to the driver: checked like any Log."""
+        try:
+            if len(msg) != 3 or type(msg[1]) is not int or msg[1] not in ranks:
+                raise wire.FrameError(
+                    f"fallback for rank {msg[1:2]!r:.40}, not one of the host's ranks {sorted(ranks)}"
+                )
+            log = msg[2]
+            wire.check_log(log, self.batch_lines)
+        except wire.FrameError as exc:
+            self.journal(Ev.FRAME_REJECTED, where="host_fallback", error=str(exc), peer_pid=None)
+            return
+        self._on_log(msg[1], log[1], log[2], log[3], log[4], log[5], log[6], fallback=True)
+        self.poke()
+
+    def settle(self) -> None:
+        """Once the hosts answered stop: keep what is still held (each gap journaled), and
+        journal per stream what the fallback delivered."""
+        for key in list(self._ahead):
+            self._release_ahead(key, final=True)
+        for (rank, stream), (lines, batches) in sorted(self.fallback_kept.items()):
+            self.journal(
+                Ev.FALLBACK_DELIVERED, rank=rank, stream=stream, lines=lines, batches=batches
+            )
+        self.fallback_kept.clear()
+
+    def _keep(
+        self,
+        key: tuple[int, str],
+        hostname: str,
+        proc_id: str,
+        target: int,
+        count: int,
+        blob: bytes,
+    ) -> None:
         record = self.records.get(key)
         if record is None:
             self.records[key] = record = LineRecord()
@@ -133,6 +242,8 @@ class LogClientActor:
         rank = conn.info.get("rank")
         if rank is None:
             return
+        for key in [k for k in self._ahead if k[0] == rank]:  # its forwarder brings no more
+            self._release_ahead(key, final=True)
         if rank not in self.said_bye:
             self.lost.add(rank)
             self.journal(Ev.FORWARDER_LOST, rank=rank)
@@ -177,6 +288,8 @@ class LogClientActor:
                 conn.send((wire.FORCE_SYNC, barrier.version))
 
     def set_mode(self, stream_to_client: bool) -> None:
+        if not stream_to_client:
+            self.streaming_was_off = True
         for conn in self.forwarders.values():
             conn.send((wire.SET_MODE, stream_to_client))
 

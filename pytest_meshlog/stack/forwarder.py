@@ -10,6 +10,7 @@ byte the child wrote before the barrier began has been relayed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from .mesh_key import MeshKey
 from .private_dirs import private_dir
 
 HEARTBEAT_S = 1.0
+CONFIRM_RETRY_S = 0.002
+"""How soon relayed batches still in the client connection's write buffer are looked at
+again (to confirm them to their sender once they have left the process)."""
 DEFAULT_BATCH_LINES = 100
 CHANNEL_KINDS = (wire.FLUSH, wire.STOP)
 """What the bootstrap's senders and the self-dial may send besides HELLO and Log."""
@@ -72,6 +76,11 @@ class LogForwardActor:
         self._server: asyncio.AbstractServer | None = None
         self._tmpdir: str | None = None
         self._paused = False
+        self._relayed: dict[FrameConnection, collections.deque[tuple[int, int]]] = {}
+        """Per sender: (client bytes `submitted` after the batch, batches relayed so far) of
+        batches not yet confirmed to it (`_confirm`)."""
+        self._counted: dict[FrameConnection, int] = {}
+        self._confirm_due = False
 
     async def start(self, deadline: float) -> None:
         """Serve the channel, self-dial it, dial the client, start the heartbeat."""
@@ -125,7 +134,46 @@ class LogForwardActor:
         wire.check_log(wire.decode(body), self.batch_lines)
         if self.stream_to_client and self.client is not None:
             self.client.send_frame(body, defer=True)
+        self.relayed(conn)
         return True
+
+    # -- confirming relayed batches to their sender (the host keeps them until then) -----
+
+    def relayed(self, conn: FrameConnection) -> None:
+        """One more Log batch of `conn` was passed on (or dropped: streaming is off); it is
+        confirmed to the sender once the bytes have left this process (`_confirm`)."""
+        n = self._counted.get(conn, 0) + 1
+        self._counted[conn] = n
+        client = self.client
+        end = client.submitted if client is not None and self.stream_to_client else -1
+        pending = self._relayed.get(conn)
+        if pending is None:
+            self._relayed[conn] = pending = collections.deque()
+        pending.append((end, n))
+        if not self._confirm_due:
+            self._confirm_due = True
+            asyncio.get_running_loop().call_soon(self._confirm)  # after this turn's write
+
+    def _confirm(self) -> None:
+        """Ack to each sender the batches whose bytes have left for the client (a dead
+        forwarder's unacked batches are the host's to deliver, through its fallback)."""
+        self._confirm_due = False
+        client = self.client
+        left = client.left if client is not None else 0
+        waiting = False
+        for conn, pending in list(self._relayed.items()):
+            if not conn.active:
+                del self._relayed[conn]
+                continue
+            done = 0
+            while pending and pending[0][0] <= left:
+                done = pending.popleft()[1]
+            if done:
+                conn.send((wire.ACK, done))
+            waiting = waiting or bool(pending)
+        if waiting and client is not None and client.active:
+            self._confirm_due = True
+            asyncio.get_running_loop().call_later(CONFIRM_RETRY_S, self._confirm)
 
     def _on_channel_message(self, conn: FrameConnection, msg: list[Any]) -> None:
         kind = msg[0]
@@ -135,6 +183,7 @@ class LogForwardActor:
                 raise wire.FrameError("a Log from a peer that is not a sender")
             if self.stream_to_client and self.client is not None:
                 self.client.send(tuple(msg))
+            self.relayed(conn)
         elif kind == wire.FLUSH:
             version = msg[1]
             if version is not None:
@@ -241,7 +290,12 @@ class LogForwardActor:
         if client is None:
             return True
         client.send((wire.BYE, {"eof_streams": sorted(self.eof_streams)}))
-        return await client.flush_out(deadline)
+        sent = await client.flush_out(deadline)
+        if sent:  # everything relayed has left: confirm it before the process goes
+            self._confirm()
+            for conn in list(self.senders.values()):
+                await conn.flush_out(deadline)
+        return sent
 
     def close(self) -> None:
         if self._server is not None:

@@ -20,6 +20,9 @@ from .waits import process_exit
 
 OnExit = Callable[[int, ExitInfo], None]
 """Told of each child exit a host reports (rank, how it ended), as it arrives."""
+OnFallback = Callable[[frozenset[int], list[Any]], None]
+"""Given each `("fallback", rank, log)` a host sends (its ranks, the message): the lines of
+a rank whose forwarder is gone, delivered by the host itself (see `sender`)."""
 
 
 @dataclass
@@ -31,6 +34,7 @@ class HostLink:
     console: tuple[str, str]
     on_exit: OnExit
     ranks: list[int] = field(default_factory=list)
+    on_fallback: OnFallback | None = None
     inbox: asyncio.Queue[list[Any] | None] = field(default_factory=asyncio.Queue)
     ctl: FrameConnection = field(init=False)
 
@@ -40,6 +44,10 @@ class HostLink:
         )
 
     def _on_message(self, msg: list[Any]) -> None:
+        if msg[0] == "fallback":  # data, not a reply: straight to the client, in order
+            if self.on_fallback is not None:
+                self.on_fallback(frozenset(self.ranks), msg)
+            return
         if msg[0] == "exited":
             self.on_exit(msg[1], ExitInfo(msg[2], msg[3], msg[4]))
         self.inbox.put_nowait(msg)

@@ -43,6 +43,8 @@ class Ev(str, Enum):
     STOP_BEGIN = "stop_begin"
     STOP_END = "stop_end"
     STALE_DIR_REMOVED = "stale_dir_removed"
+    FALLBACK_DELIVERED = "fallback_delivered"
+    SEQ_GAP = "seq_gap"
     AGGREGATE_PRINTED = "aggregate_printed"
     # A bootstrap host: children, tees, senders, files
     HOST_STARTED = "host_started"

@@ -95,6 +95,7 @@ class LoggingMeshClient:
             os.path.join(self.sockdir, "client.sock"), self.journal, sink, consume_delay,
             batch_lines=self.config.read_log_buffer,
         )  # fmt: skip
+        self.client.streaming_was_off = not stream_to_client
         self.stream_to_client = stream_to_client
         self.aggregate_window_sec = aggregate_window_sec
         self.exits: dict[int, ExitInfo] = {}
@@ -168,6 +169,7 @@ class LoggingMeshClient:
                 h, python=self.python, env=env, workdir=self.workdir,
                 journal_dir=self.journal_dir, use_spare=self.spare_host, on_exit=self._on_exit,
             )  # fmt: skip
+            host.on_fallback = self.client.on_fallback
             self._hosts.append(host)
         for h, host in enumerate(self._hosts):
             await host.wait_ready()

@@ -50,6 +50,7 @@ async def stop_mesh(mesh: LoggingMeshClient, timeout: float) -> StopOutcome:
             ),
             deadline,  # a deadline is a deadline: no grace after it
         )
+    client.settle()  # every host answered (its fallback came before its answer)
     unconfirmed = tuple(r for r in mesh.ranks if r not in client.said_bye)
     clean = tuple(r for r in unconfirmed if _exited_cleanly(mesh.exits.get(r)))
     if mesh.config.enable_log_forwarding and clean:

@@ -61,10 +61,12 @@ class StreamFwder:
         self.error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._reading = False
-        self._holds: set[str] = set()  # who holds the reading: "sender", "files"
+        self._holds: set[str] = set()  # who holds the reading: "sender", "window", "files"
         os.set_blocking(fd, False)
         if sender is not None:
             sender.on_sync = self.sync
+            sender.on_window_full = lambda: self._hold("window")
+            sender.on_window_ok = lambda: self._release("window")
             if sender.conn is not None:
                 sender.conn.on_pause = lambda: self._hold("sender")
                 sender.conn.on_resume = lambda: self._release("sender")

@@ -16,7 +16,10 @@ import msgpack
 from .config import MAX_LINE_SIZE
 
 # Data plane (bootstrap -> forwarder -> client).
-LOG = 0  # (LOG, hostname, proc_id, target, nlines, b"\\n".join(lines))
+LOG = 0  # (LOG, hostname, proc_id, target, nlines, b"\\n".join(lines), seq)
+"""`seq` is the stream's index of the batch's first line (0, then the previous batch's
+seq + nlines): the client keeps each (rank, stream, seq) once and in order, whichever way
+it came (the forwarder, or the host's fallback through the driver link)."""
 FLUSH = 1  # (FLUSH, version | None): None = heartbeat / EOF marker, int = barrier marker or ack
 # Control plane.
 HELLO = 2  # (HELLO, role, info): first frame on every connection
@@ -25,6 +28,11 @@ FORCE_SYNC = 4  # (FORCE_SYNC, version): client -> forwarder
 SYNC = 5  # (SYNC, version): forwarder -> bootstrap sender: drain the pipe, then Flush(version)
 STOP = 6  # (STOP,): bootstrap -> forwarder: quiesce the child
 BYE = 7  # (BYE, info): forwarder -> client: tails relayed, the child is about to exit
+ACK = 8  # (ACK, batches): forwarder -> bootstrap sender: that many of the sender's Log
+# batches (counted from the first) have left the forwarder's process for the client
+
+Message = tuple[Any, ...]
+"""A message as sent (a decoded one is a list)."""
 
 STDOUT, STDERR = 0, 1
 TARGETS = ("stdout", "stderr")
@@ -122,10 +130,10 @@ def _is_int(value: Any) -> bool:
 def check_log(msg: Any, max_lines: int) -> None:
     """A Log message as a tee makes it, or FrameError naming what is wrong: names no
     longer than MAX_NAME, a known target, 1..max_lines lines joined by `\\n`, each line
-    within MAX_LINE_BYTES (checked on the blob's length, never line by line)."""
-    if not isinstance(msg, list) or len(msg) != 6 or msg[0] != LOG:
-        raise _fail("Log message is not [0, hostname, proc_id, target, nlines, blob]", msg)
-    _, hostname, proc_id, target, nlines, blob = msg
+    within MAX_LINE_BYTES (checked on the blob's length, never line by line), a seq >= 0."""
+    if not isinstance(msg, list) or len(msg) != 7 or msg[0] != LOG:
+        raise _fail("Log message is not [0, hostname, proc_id, target, nlines, blob, seq]", msg)
+    _, hostname, proc_id, target, nlines, blob, seq = msg
     if not isinstance(hostname, str) or not isinstance(proc_id, str):
         raise _fail("Log hostname/proc_id are not strings", msg[:3])
     if len(hostname) > MAX_NAME or len(proc_id) > MAX_NAME:
@@ -141,6 +149,8 @@ def check_log(msg: Any, max_lines: int) -> None:
         raise FrameError(f"Log says {nlines} lines but its blob holds {held}")
     if len(blob) > nlines * (MAX_LINE_BYTES + 1):
         raise FrameError(f"Log blob of {len(blob)} bytes is too long for {nlines} lines")
+    if not _version(seq):
+        raise FrameError(f"Log seq {seq!r:.40} is not an int >= 0")
 
 
 _HELLO_FIELDS: dict[str, dict[str, type]] = {
@@ -179,6 +189,7 @@ _CONTROL: dict[int, tuple[str, Any]] = {
     SYNC: ("Sync is not [5, version >= 0]", lambda m: _version(m[1])),
     SET_MODE: ("SetMode is not [3, bool]", lambda m: isinstance(m[1], bool)),
     BYE: ("Bye is not [7, info]", lambda m: isinstance(m[1], dict)),
+    ACK: ("Ack is not [8, batches >= 0]", lambda m: _version(m[1])),
 }
 
 

@@ -1,0 +1,168 @@
+"""Issue 15: the reference stack loses nothing that reached the pipe, SIGKILL included, and
+keeps each line once and in order per rank and stream. Real meshes judged at the strict
+level (no crash loss at all), and the client's side of the fallback on a real client
+actor: every batch checked, duplicates dropped by (rank, stream, seq), order kept, gaps
+journaled."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fake_procs import FakeProcs
+from pytest_meshlog.harness import MeshHarness
+from pytest_meshlog.oracle import evaluate
+from pytest_meshlog.report import MeshEvidence
+from pytest_meshlog.scenario_tools import in_flight, poll_until
+from pytest_meshlog.stack import Ev, wire
+from pytest_meshlog.stack.client import LogClientActor
+from pytest_meshlog.stack.journal import Journal, read_journal
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def fallback_events(journal: list[dict[str, Any]], rank: int) -> list[dict[str, Any]]:
+    return [e for e in journal if e["ev"] == Ev.FALLBACK_DELIVERED and e["rank"] == rank]
+
+
+@pytest.mark.meshlog(rules="strict")
+@pytest.mark.meshlog_fault("slow_client", delay=0.01)
+def test_a_sigkilled_child_under_backpressure_loses_nothing(
+    meshlog: MeshHarness, fake_procs: FakeProcs
+) -> None:
+    """The pipeline behind a slow client is full (the host holds unconfirmed batches, the
+    pipe holds more) when the child is SIGKILLed: the host's fallback delivers all of it,
+    each line once and in order."""
+    mesh = meshlog.spawn([fake_procs.flooder(lines=8000, line_bytes=200)], env="prod")
+    poll_until(
+        lambda: in_flight(mesh, 0) > 400_000, what="the pipeline behind the slow client to fill"
+    )
+    mesh.kill(0, signal.SIGKILL)
+    report = mesh.stop()
+    report.assert_clean()
+    assert report.rules == "strict"
+    s = report.stream(0, "stdout")
+    assert (s.lost_to_client, s.delivered) == (0, s.emitted)
+    assert not report.duplicates and not report.order_violations
+    [carried] = fallback_events(mesh.journal(), 0)
+    assert carried["stream"] == "stdout" and carried["lines"] > 0 and carried["batches"] > 0
+
+
+@pytest.mark.meshlog(rules="strict")
+def test_the_issues_crasher_loses_none_of_its_300_lines(
+    meshlog: MeshHarness, fake_procs: FakeProcs
+) -> None:
+    """Issue 15's example: 300 lines, SIGKILL right after; every one reaches the client."""
+    mesh = meshlog.spawn([fake_procs.crasher(after_lines=300, how="sigkill")], env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    report.assert_clean()
+    assert report.stream(0, "stdout").delivered == report.stream(0, "stdout").emitted
+
+
+@pytest.mark.meshlog(rules="strict")
+@pytest.mark.meshlog_fault("close_channel", rank=0)
+def test_a_channel_closed_early_loses_nothing(meshlog: MeshHarness, fake_procs: FakeProcs) -> None:
+    """The host's connections to a live child's forwarder close: the rest of its lines go by
+    the fallback, nothing is skipped."""
+    mesh = meshlog.spawn([fake_procs.slow_drip(lines=20, interval=0.005)], env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    report.assert_clean()
+    journal = mesh.journal()
+    assert not [e for e in journal if e["ev"] == Ev.SEND_SKIPPED_TOTAL and e["lines"]]
+    assert report.stream(0, "stdout").delivered == report.stream(0, "stdout").emitted
+
+
+# -- the client's side, on a real LogClientActor -----------------------------------------------
+
+
+def log(seq: int, n: int = 2, target: int = wire.STDOUT, rank: int = 0) -> list[Any]:
+    blob = b"\n".join(b"[%d] line %d" % (rank, seq + i) for i in range(n))
+    return [wire.LOG, "host0", f"proc[{rank}]", target, n, blob, seq]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> LogClientActor:
+    (tmp_path / "j").mkdir()
+    return LogClientActor(
+        str(tmp_path / "client.sock"), Journal(tmp_path / "j", "driver"), sink=lambda t, d: None
+    )
+
+
+def test_fallback_batches_are_kept_once_and_in_order(
+    client: LogClientActor, tmp_path: Path
+) -> None:
+    ranks = frozenset({0})
+    client._on_log(0, "host0", "proc[0]", 0, 2, log(0)[5], 0)  # by the forwarder
+    client.on_fallback(ranks, ["fallback", 0, log(0)])  # its duplicate, by the host
+    client.on_fallback(ranks, ["fallback", 0, log(2)])
+    client._on_log(0, "host0", "proc[0]", 0, 2, log(2)[5], 2)  # the forwarder's copy, late
+    client.on_fallback(ranks, ["fallback", 0, log(4, 1)])
+    client.settle()
+    assert client.delivered[0, "stdout"] == [b"[0] line %d" % i for i in range(5)]
+    assert client.duplicates == 2
+    events = read_journal(tmp_path / "j")
+    fallback = [e for e in events if e["ev"] == Ev.FALLBACK_DELIVERED]
+    assert [(e["rank"], e["stream"], e["lines"], e["batches"]) for e in fallback] == [
+        (0, "stdout", 3, 2)
+    ]
+    assert not [e for e in events if e["ev"] == Ev.SEQ_GAP]
+
+
+def test_a_fallback_batch_ahead_waits_for_the_forwarders_earlier_ones(
+    client: LogClientActor,
+) -> None:
+    """The host's fallback can overtake confirmed batches still unread on the forwarder's
+    connection: the client holds it until they arrive, so order is kept."""
+
+    class Open:
+        closed = __import__("asyncio").Event()
+
+    client.forwarders[0] = Open()  # type: ignore[assignment]
+    client.on_fallback(frozenset({0}), ["fallback", 0, log(2)])
+    assert client.delivered_count(0, "stdout") == 0
+    client._on_log(0, "host0", "proc[0]", 0, 2, log(0)[5], 0)
+    assert client.delivered[0, "stdout"] == [b"[0] line %d" % i for i in range(4)]
+
+
+def test_a_gap_is_kept_in_order_and_journaled_as_a_finding(
+    client: LogClientActor, tmp_path: Path
+) -> None:
+    client._on_log(0, "host0", "proc[0]", 0, 2, log(0)[5], 0)
+    client.on_fallback(frozenset({0}), ["fallback", 0, log(6)])  # lines 2-5 never came
+    client.settle()
+    assert client.delivered[0, "stdout"] == [b"[0] line %d" % i for i in (0, 1, 6, 7)]
+    events = read_journal(tmp_path / "j")
+    [gap] = [e for e in events if e["ev"] == Ev.SEQ_GAP]
+    assert (gap["rank"], gap["stream"], gap["expected"], gap["got"], gap["via"]) == (
+        0, "stdout", 2, 6, "fallback",
+    )  # fmt: skip
+    report = evaluate(MeshEvidence(seed=1, ranks=(), journal=tuple(events)))
+    [finding] = [f for f in report.findings if f.kind == "seq-gap"]
+    assert "expected the batch starting at line 2" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("msg", "says"),
+    [
+        (["fallback", 3, log(0, rank=3)], "not one of the host's ranks [0, 1]"),
+        (["fallback", True, log(0)], "not one of the host's ranks"),
+        (["fallback", 0], "not one of the host's ranks"),
+        (["fallback", 0, log(0)[:6]], "blob, seq]"),
+        (["fallback", 0, [*log(0)[:6], -4]], "seq -4 is not an int >= 0"),
+        (["fallback", 0, [*log(0)[:4], 101, b"x", 0]], "line count 101"),
+    ],
+)
+def test_a_bad_fallback_message_is_rejected_and_journaled(
+    client: LogClientActor, tmp_path: Path, msg: list[Any], says: str
+) -> None:
+    """The host's fallback is checked as strictly as a forwarder's Log."""
+    client.on_fallback(frozenset({0, 1}), msg)
+    assert not client.records
+    events = read_journal(tmp_path / "j")
+    [rejected] = [e for e in events if e["ev"] == Ev.FRAME_REJECTED]
+    assert rejected["where"] == "host_fallback" and says in rejected["error"], rejected
