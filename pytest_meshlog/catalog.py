@@ -327,14 +327,13 @@ def test_grandchild_holds_stdout(meshlog: MeshHarness, fake_procs: FakeProcs, pr
 
 @pytest.mark.meshlog_fault("close_channel", rank=0)
 def test_channel_closed_early(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
-    """A channel that closes under a live child: the bootstrap skips (and counts) what it
-    cannot send, the client misses only that rank's tail, and the files miss nothing."""
+    """A channel that closes under a live child: the client misses at most that rank's last
+    batch (none at the strict level: the reference stack's host delivers the rest itself),
+    the other ranks and the files miss nothing."""
     mesh = meshlog.spawn([fake_procs.slow_drip(lines=20, interval=0.005)] * procs, env="prod")
     mesh.wait_scripts()
     report = mesh.stop()
-    skipped = [e for e in mesh.journal() if e["ev"] == Ev.SEND_SKIPPED_TOTAL and e["rank"] == 0]
-    lost = [x for x in report.lost if x.rank == 0 and x.where == "client"]
-    assert (sum(e["lines"] for e in skipped) > 0) == bool(lost)
+    assert all(x.rank == 0 and x.where == "client" for x in report.lost), report.lost
 
 
 @pytest.mark.meshlog_fault("file_write_error")

@@ -205,9 +205,14 @@ def meshlog(
         config.hook.pytest_meshlog_teardown_report(item=item, report=report)
         session.record(item, mesh, report)
 
+    options = marks.mesh_options(settings.knobs)
+    if session.selftest_active(item):  # some variants are caught only at the strict level
+        from .selftest.variants import judged_at
+
+        options = judged_at(options, meshlog_stack)
     harness = MeshHarness(
         backend=backend,
-        options=marks.mesh_options(settings.knobs),
+        options=options,
         faults=marks.faults,
         expect=marks.expect,
         seed=meshlog_seed,

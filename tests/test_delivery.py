@@ -166,3 +166,41 @@ def test_a_bad_fallback_message_is_rejected_and_journaled(
     events = read_journal(tmp_path / "j")
     [rejected] = [e for e in events if e["ev"] == Ev.FRAME_REJECTED]
     assert rejected["where"] == "host_fallback" and says in rejected["error"], rejected
+
+
+# -- the self-test's crash variants: two batches caught at the default, one only at strict ------
+
+
+def run_variant(pytester: pytest.Pytester, variant: str, rules: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--meshlog", "meshlog::test_kill_under_backpressure[procs=1]",
+        "-q", f"--meshlog-stack=reference+{variant}", f"--meshlog-rules={rules}", timeout=300,
+    )  # fmt: skip
+
+
+def test_a_stack_losing_two_batches_on_a_crash_is_caught_at_the_default_level(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_variant(pytester, "crash_loses_two_batches", "literal")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*lost after a crash: * batches of 100; the literal rule allows the last one*"]
+    )
+
+
+def test_a_stack_losing_one_batch_on_a_crash_is_allowed_at_the_default_level(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_variant(pytester, "crash_loses_last_batch", "literal")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*crash-last-batch*"])  # a loss there was, and it is allowed
+
+
+def test_a_stack_losing_one_batch_on_a_crash_is_caught_at_the_strict_level(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_variant(pytester, "crash_loses_last_batch", "strict")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*judged under the strict rules*", "*the strict rules allow no crash loss*"]
+    )

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
 
+from pytest_meshlog.evidence_model import Rules
+from pytest_meshlog.markers import MeshOptions
 from pytest_meshlog.stack.journal import Ev
 
 Patch = Callable[[Any], None]
@@ -42,7 +45,15 @@ VARIANTS: dict[str, str] = {
     "child is gone) without reading what it had sent: lines and Bye lost (issue 11, 1)",
     "forwarder_relays_undecoded": "the forwarder admits any same-user peer and relays what "
     "looks like a Log frame undecoded; a bad one closes its rank's connection (issue 11, 2)",
+    "crash_loses_two_batches": "the host's fallback for a dead forwarder drops the last two "
+    "batches of each stream: a crash loses up to two batches (issue 15)",
+    "crash_loses_last_batch": "the host's fallback for a dead forwarder drops the last batch "
+    "of each stream: a crash loses up to one batch, which only the strict level catches "
+    "(issue 15)",
 }
+RULES: dict[str, Rules] = {"crash_loses_last_batch": "strict"}
+"""The level the self-test judges a variant at, where it is not the default: a loss the
+literal rule allows is caught only at the strict level."""
 
 
 # -- host side ------------------------------------------------------------------------------
@@ -244,6 +255,36 @@ def _forwarder_relays_undecoded() -> None:
     forwarder.LogForwardActor._accept = accept  # type: ignore[method-assign]
 
 
+def _crash_loses_batches(batches: int) -> None:
+    """The host's fallback (a dead forwarder's lines, see `stack.sender`) keeps back the
+    last `batches` batches of each stream it carries: a crash loses up to that many
+    batches of lines at the end of the stream (whole batches, at most `batches` x the
+    batch size of lines)."""
+    from pytest_meshlog.stack import sender, wire
+    from pytest_meshlog.stack.config import StackConfig
+
+    budget = batches * StackConfig.from_env().read_log_buffer
+    held: dict[int, list[wire.Message]] = {}
+    original_close = sender.LocalLogSender.close
+    hand_over = sender.LocalLogSender._hand_over
+
+    def keep(self: sender.LocalLogSender, msg: wire.Message) -> bool:
+        held.setdefault(id(self), []).append(msg)
+        return True
+
+    async def close(self: sender.LocalLogSender, deadline: float) -> None:
+        await original_close(self, deadline)
+        mine = held.pop(id(self), [])
+        left = budget
+        while mine and mine[-1][4] <= left:  # the stream's last batches never go
+            left -= mine.pop()[4]
+        for msg in mine:
+            hand_over(self, msg)
+
+    sender.LocalLogSender._hand_over = keep  # type: ignore[method-assign]
+    sender.LocalLogSender.close = close  # type: ignore[method-assign]
+
+
 # -- driver side (one client instance) ------------------------------------------------------
 
 
@@ -305,6 +346,8 @@ _IN_PROCESS: dict[str, tuple[str, Callable[[], None]]] = {
     "file_writer_skips_final_flush": ("host", _file_writer_skips_final_flush),
     "files_in_local_without_force": ("host", _files_in_local_without_force),
     "forwarder_relays_undecoded": ("child", _forwarder_relays_undecoded),
+    "crash_loses_two_batches": ("host", lambda: _crash_loses_batches(2)),
+    "crash_loses_last_batch": ("host", lambda: _crash_loses_batches(1)),
 }
 _ON_DRIVER: dict[str, Patch] = {
     "second_barrier_orphans_first": _second_barrier_orphans_first,
@@ -334,6 +377,14 @@ def patch(role: str) -> None:
     variant = os.environ.get(VARIANT_ENV)
     if variant:
         apply_in_process(variant, role)
+
+
+def judged_at(options: MeshOptions, stack: str) -> MeshOptions:
+    """The self-test's options for a mesh on `stack` (`reference+<variant>`): at the level
+    the variant is judged at (`RULES`), else as given."""
+    variant = stack.partition("+")[2]
+    rules = RULES.get(variant)
+    return options if rules is None else dataclasses.replace(options, rules=rules)
 
 
 def apply_to_driver(variant: str, mesh: Any) -> None:
