@@ -21,6 +21,27 @@ def test_catalog_is_clean_on_the_reference_stack(pytester: pytest.Pytester) -> N
     assert outcomes["passed"] >= 50
 
 
+CRASH_FAMILY = "crash or kill or channel_closed or forwarder_killed"
+"""The catalog's scenarios in which a rank dies or loses its channel (issue 15)."""
+
+
+@pytest.mark.timeout(600)
+def test_crash_scenarios_pass_at_the_strict_level_on_the_reference_stack(
+    pytester: pytest.Pytester,
+) -> None:
+    """Issue 15: the reference stack loses nothing that reached the pipe when a child dies
+    (SIGKILL included) or its channel closes early, so the crash family passes at the
+    level that allows no crash loss at all."""
+    result = pytester.runpytest_subprocess(
+        "--meshlog", "-m", "meshlog_catalog", "-k", CRASH_FAMILY, "--meshlog-rules=strict",
+        *QUIET, timeout=600,
+    )  # fmt: skip
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out[-5000:]
+    result.stdout.fnmatch_lines(["crash rules:*strict", "lost:*none"])
+    assert result.parseoutcomes()["passed"] >= 16
+
+
 @pytest.mark.timeout(900)
 def test_selftest_catches_every_broken_variant(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
