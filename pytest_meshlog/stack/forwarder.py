@@ -80,6 +80,7 @@ class LogForwardActor:
         """Per sender: (client bytes `submitted` after the batch, batches relayed so far) of
         batches not yet confirmed to it (`_confirm`)."""
         self._counted: dict[FrameConnection, int] = {}
+        self._this_turn: dict[FrameConnection, int] = {}  # batches relayed in this loop turn
         self._confirm_due = False
 
     async def start(self, deadline: float) -> None:
@@ -142,14 +143,8 @@ class LogForwardActor:
     def relayed(self, conn: FrameConnection) -> None:
         """One more Log batch of `conn` was passed on (or dropped: streaming is off); it is
         confirmed to the sender once the bytes have left this process (`_confirm`)."""
-        n = self._counted.get(conn, 0) + 1
-        self._counted[conn] = n
-        client = self.client
-        end = client.submitted if client is not None and self.stream_to_client else -1
-        pending = self._relayed.get(conn)
-        if pending is None:
-            self._relayed[conn] = pending = collections.deque()
-        pending.append((end, n))
+        turn = self._this_turn
+        turn[conn] = turn.get(conn, 0) + 1
         if not self._confirm_due:
             self._confirm_due = True
             asyncio.get_running_loop().call_soon(self._confirm)  # after this turn's write
@@ -159,6 +154,16 @@ class LogForwardActor:
         forwarder's unacked batches are the host's to deliver, through its fallback)."""
         self._confirm_due = False
         client = self.client
+        if self._this_turn:  # this turn's batches left in one write, ending here
+            end = client.submitted if client is not None and self.stream_to_client else -1
+            for conn, n in self._this_turn.items():
+                total = self._counted.get(conn, 0) + n
+                self._counted[conn] = total
+                pending = self._relayed.get(conn)
+                if pending is None:
+                    self._relayed[conn] = pending = collections.deque()
+                pending.append((end, total))
+            self._this_turn = {}
         left = client.left if client is not None else 0
         waiting = False
         for conn, pending in list(self._relayed.items()):
