@@ -75,8 +75,8 @@ def failure_message(report: TeardownReport, problems: Sequence[str]) -> str:
     )
     n = len(problems)
     parts = [
-        f"meshlog teardown is not clean: {n} problem{'s' * (n != 1)} ({seed}; judged under "
-        f"the {report.rules} rules)"
+        f"meshlog teardown is not clean: {n} problem{'s' * (n != 1)} ({seed}), judged under "
+        f"the {report.rules} rules"
     ]
     for i, text in enumerate(problems[:_MAX_SHOWN], 1):
         parts.append(f"{i}) {text}")

@@ -204,3 +204,15 @@ def test_a_stack_losing_one_batch_on_a_crash_is_caught_at_the_strict_level(
     result.stdout.fnmatch_lines(
         ["*judged under the strict rules*", "*the strict rules allow no crash loss*"]
     )
+
+
+@pytest.mark.meshlog(stream_to_client=False, rules="strict")
+def test_with_streaming_off_the_fallback_delivers_nothing_either(
+    meshlog: MeshHarness, fake_procs: FakeProcs
+) -> None:
+    mesh = meshlog.spawn([fake_procs.crasher(after_lines=300, how="sigkill")], env="prod")
+    mesh.wait_scripts()
+    report = mesh.stop()
+    report.assert_clean()
+    assert report.stream(0, "stdout").delivered == 0
+    assert {x.rule for x in report.lost} == {"streaming-off"}

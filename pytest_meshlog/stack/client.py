@@ -65,6 +65,9 @@ class LogClientActor:
         self.fallback_kept: dict[tuple[int, str], list[int]] = {}
         """Per (rank, stream): [lines, batches] kept from the hosts' fallback."""
         self.duplicates = 0  # batches dropped because their seq was already kept
+        self.stream_to_client = True
+        """The mode last set (`set_mode`): while off, the hosts' fallback delivers nothing
+        either (the forwarders drop their batches by design)."""
         self.streaming_was_off = False
         """Streaming was off at some point: the forwarder dropped batches, so a seq that
         jumps ahead on its connection is no finding."""
@@ -189,6 +192,8 @@ class LogClientActor:
         except wire.FrameError as exc:
             self.journal(Ev.FRAME_REJECTED, where="host_fallback", error=str(exc), peer_pid=None)
             return
+        if not self.stream_to_client:
+            return
         self._on_log(msg[1], log[1], log[2], log[3], log[4], log[5], log[6], fallback=True)
         self.poke()
 
@@ -288,6 +293,7 @@ class LogClientActor:
                 conn.send((wire.FORCE_SYNC, barrier.version))
 
     def set_mode(self, stream_to_client: bool) -> None:
+        self.stream_to_client = stream_to_client
         if not stream_to_client:
             self.streaming_was_off = True
         for conn in self.forwarders.values():

@@ -95,6 +95,7 @@ class LoggingMeshClient:
             os.path.join(self.sockdir, "client.sock"), self.journal, sink, consume_delay,
             batch_lines=self.config.read_log_buffer,
         )  # fmt: skip
+        self.client.stream_to_client = stream_to_client
         self.client.streaming_was_off = not stream_to_client
         self.stream_to_client = stream_to_client
         self.aggregate_window_sec = aggregate_window_sec
