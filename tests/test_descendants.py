@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from pytest_meshlog.leaks import LeakChecker
 
@@ -95,3 +96,25 @@ def test_the_leak_check_sees_a_descendant_that_outlived_its_host(tmp_path: Path)
         if orphan is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(orphan, signal.SIGKILL)
+
+
+def test_many_children_quiescing_at_once_get_their_tails_relayed_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found at 256 children (benchmarks/bench_scaling.py): when children let go of their
+    pipes, the host's watcher scanned every descendant's descriptors once per such stream,
+    on the loop; with hundreds of streams the host stalled for 20 s, past the children's
+    quiesce deadline, and every final partial line was lost with no problem reported.
+    Children that move stdout to another fd (as pytest's capture does) and hold many fds
+    make that cost show with 48 children and a short deadline; the watcher now looks in
+    the child itself first, remembers where the pipe went, and scans the family once."""
+    monkeypatch.setenv("MESHLOG_QUIESCE_TIMEOUT", "1.5")  # read by the host and the children
+    n = 48
+    with mesh(tmp_path, [child("moved", 500) for _ in range(n)]) as m:
+        m.wait_children(60)
+        outcome = m.stop(30)
+        assert not events(m, "tails_missing"), "a child gave up waiting for its tails"
+        want = {r: [f"[{r}] one".encode(), f"[{r}] tail".encode()] for r in range(n)}
+        short = sorted(r for r in range(n) if m.delivered.get((r, "stdout")) != want[r])
+        assert not short, f"ranks without their final partial line: {short}"
+        assert outcome.problems == []

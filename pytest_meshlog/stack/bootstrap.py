@@ -34,6 +34,7 @@ from .procs import (
     pipe_writers,
     reaped,
     start_child_process,
+    write_end_fd,
 )
 from .sender import LocalLogSender
 from .tee import StreamFwder
@@ -42,6 +43,9 @@ from .waits import poll_until
 STREAMS = ("stdout", "stderr")
 SPAWN_CONNECT_TIMEOUT_S = 15.0
 PIPE_WATCH_PERIOD_S = 0.1
+HOLDER_GRACE_S = 0.5
+"""How long a stream may go without EOF after its child let go of the pipe before the
+watcher looks for another holder."""
 """How often the host looks for a pipe held open by someone other than its child."""
 _STREAM_FD = {"stdout": 1, "stderr": 2}
 
@@ -62,6 +66,10 @@ class ChildState:
     inodes: dict[str, int] = field(default_factory=dict)
     held: list[dict[str, Any]] = field(default_factory=list)
     """Who held a stream's pipe open after the child let go of it (journal `pipe_held`)."""
+    let_go: dict[str, float] = field(default_factory=dict)
+    """When the child was first seen without a stream's pipe while it had no EOF yet."""
+    moved: dict[str, int] = field(default_factory=dict)
+    """The other descriptor a child moved a stream's pipe to (as pytest's capture does)."""
 
 
 class BootstrapProcManager:
@@ -328,37 +336,52 @@ class BootstrapProcManager:
         while True:
             await asyncio.sleep(PIPE_WATCH_PERIOD_S)
             try:
-                self._check_pipes()
+                self._check_pipes(grace=HOLDER_GRACE_S)
             except OSError as exc:  # /proc unreadable: journaled, never fatal
                 self.journal(Ev.PIPE_WATCH_FAILED, error=str(exc))
 
-    def _check_pipes(self) -> None:
+    def _check_pipes(self, grace: float = 0.0) -> None:
         """A stream with no EOF although its child let go of the pipe (quiesced, closed it,
-        or exited): whoever else holds the write end is a descendant keeping it open. Name
-        it (`pipe_held`) and end it, so the tee sees EOF while the child's forwarder can
-        still relay the tail."""
-        family: list[int] | None = None
+        or exited) `grace` seconds ago: whoever else holds the write end is a descendant
+        keeping it open. Name it (`pipe_held`) and end it, so the tee sees EOF while the
+        child's forwarder can still relay the tail.
+
+        The EOF of a pipe the child let go of is usually read within milliseconds, so the
+        watcher waits `grace` before it looks further: first in the child itself (a child
+        that moved the pipe to another fd, as pytest's capture does, is looked at there
+        from then on), then in one pass over the host's descendants for every suspect. (Scanning once per stream, at once,
+        stalled a host of 256 quiescing children for 20 s, past their quiesce deadline.)"""
+        now = time.monotonic()
+        suspects: list[tuple[ChildState, str]] = []
         for child in self.children.values():
             for stream, fwder in child.fwders.items():
                 if fwder.done.is_set():
                     continue
-                inode = child.inodes[stream]
-                pid = child.proc.pid
-                if not child.exited.is_set() and holds_write_end(pid, inode, [_STREAM_FD[stream]]):
+                pid, inode = child.proc.pid, child.inodes[stream]
+                fd = child.moved.get(stream, _STREAM_FD[stream])
+                if not child.exited.is_set() and holds_write_end(pid, inode, [fd]):
+                    child.let_go.pop(stream, None)
                     continue  # the usual case, one readlink: the child writes to it
-                if family is None:
-                    family = descendants(os.getpid())
-                writers = pipe_writers(inode, family)
-                if any(w.pid == pid for w in writers):
-                    continue  # the child moved it to another fd: still the child's
-                for w in writers:
-                    held = {"rank": child.rank, "stream": stream, "pid": w.pid,
-                            "cmdline": w.cmdline, "ppid": w.ppid, "pgid": w.pgid}  # fmt: skip
-                    self.journal(Ev.PIPE_HELD, **held)
-                    child.held.append(held)
-                    self._end(
-                        w.pid, w.cmdline, child.rank, f"held rank {child.rank}'s {stream} pipe"
-                    )
+                if now - child.let_go.setdefault(stream, now) < grace:
+                    continue
+                moved = None if child.exited.is_set() else write_end_fd(pid, inode)
+                if moved is not None:  # the child moved it to another fd: look there next
+                    child.moved[stream] = moved
+                    continue
+                suspects.append((child, stream))
+        if not suspects:
+            return
+        writers = pipe_writers({c.inodes[s] for c, s in suspects}, descendants(os.getpid()))
+        for child, stream in suspects:
+            found = writers[child.inodes[stream]]
+            if any(w.pid == child.proc.pid for w in found):
+                continue  # the child took it back since: still the child's
+            for w in found:
+                held = {"rank": child.rank, "stream": stream, "pid": w.pid,
+                        "cmdline": w.cmdline, "ppid": w.ppid, "pgid": w.pgid}  # fmt: skip
+                self.journal(Ev.PIPE_HELD, **held)
+                child.held.append(held)
+                self._end(w.pid, w.cmdline, child.rank, f"held rank {child.rank}'s {stream} pipe")
 
     def _end(self, pid: int, cmd: str, rank: int | None, reason: str) -> None:
         if kill_quietly(pid):

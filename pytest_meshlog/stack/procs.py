@@ -109,33 +109,59 @@ def pipe_inode(fd: int) -> int:
 
 def holds_write_end(pid: int, inode: int, fds: Iterable[int] | None = None) -> bool:
     """Whether `pid` has the pipe `inode` open for writing (among `fds`, else any fd)."""
-    target = f"pipe:[{inode}]"
+    return bool(_write_ends(pid, {f"pipe:[{inode}]": inode}, fds))
+
+
+def write_end_fd(pid: int, inode: int) -> int | None:
+    """The descriptor at which `pid` holds the pipe `inode` open for writing, if it does."""
+    return _write_ends(pid, {f"pipe:[{inode}]": inode}).get(inode)
+
+
+def _write_ends(
+    pid: int, wanted: dict[str, int], fds: Iterable[int] | None = None
+) -> dict[int, int]:
+    """Which pipes of `wanted` (link text -> inode) `pid` holds open for writing, each
+    with one descriptor it holds it at."""
     try:
-        names = [str(fd) for fd in fds] if fds is not None else os.listdir(f"/proc/{pid}/fd")
+        names = (
+            [str(fd) for fd in fds]
+            if fds is not None
+            else sorted(os.listdir(f"/proc/{pid}/fd"), key=int)  # a moved pipe is low
+        )
     except OSError:
-        return False
+        return {}
+    found: dict[int, int] = {}
     for name in names:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") != target:
+            inode = wanted.get(os.readlink(f"/proc/{pid}/fd/{name}"))
+            if inode is None or inode in found:
                 continue
             with open(f"/proc/{pid}/fdinfo/{name}") as f:
                 for line in f:
                     if line.startswith("flags:"):
                         if int(line.split()[1], 8) & _O_ACCMODE == os.O_WRONLY:
-                            return True
+                            found[inode] = int(name)
                         break
+            if len(found) == len(wanted):
+                break
         except (OSError, ValueError):
             continue
-    return False
+    return found
 
 
-def pipe_writers(inode: int, among: Iterable[int]) -> list[PipeWriter]:
-    """The processes of `among` that hold the write end of pipe `inode`."""
-    out = []
+def pipe_writers(inodes: Iterable[int], among: Iterable[int]) -> dict[int, list[PipeWriter]]:
+    """The processes of `among` that hold the write end of each pipe of `inodes`, found in
+    one pass over their descriptors however many pipes are asked about (a host with
+    hundreds of children asks about hundreds at once)."""
+    wanted = {f"pipe:[{inode}]": inode for inode in inodes}
+    out: dict[int, list[PipeWriter]] = {inode: [] for inode in wanted.values()}
     for pid in among:
-        if holds_write_end(pid, inode):
+        held = _write_ends(pid, wanted)
+        if held:
             st = _stat(pid)
-            out.append(PipeWriter(pid, cmdline(pid), st[0] if st else None, st[1] if st else None))
+            writer = PipeWriter(pid, cmdline(pid), st[0] if st else None, st[1] if st else None)
+            for inode in held:
+                out[inode].append(writer)
     return out
 
 

@@ -30,6 +30,15 @@ def workload(rt: ChildRuntime) -> int:
         write(rt, 1, b"tail-out")
         write(rt, 2, b"tail-err")
         return 0
+    if mode == "moved":  # as pytest's capture does: stdout moved to another fd for a while
+        with rt.output_lock:
+            out = os.dup(1)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            os.write(out, b"one\ntail")
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]  # a big process to scan
+        time.sleep(2.0)
+        os.close(out)
+        return 0 if held else 1
     if mode == "hang":  # a partial line, then wait to be stopped
         write(rt, 1, b"hanging\npartial")
         while not rt.stopping.is_set():
