@@ -3,6 +3,11 @@
 A backend turns a `MeshPlan` (scripts plus mesh settings) into a running mesh the
 harness can flush, stop and read evidence from. Other backends arrive through the
 `pytest_meshlog_make_stack` hook; `reference` is this repository's stack.
+
+This module is the public backend contract (README "Writing a backend"): `StackBackend`,
+`MeshClient`, `FileGate`, `MeshPlan`, `FEATURES`, `not_applicable`, and the result types a
+client returns (`BarrierOutcome`, `ExitInfo`, `StopOutcome`, `StopProblem`, `MeshError`),
+re-exported here so that a backend imports nothing else of pytest-meshlog.
 """
 
 from __future__ import annotations
@@ -16,9 +21,47 @@ from typing import Any, Protocol
 from fake_procs import Script
 
 from .markers import MeshOptions
-from .stack import BarrierOutcome, ChildSpec, ExitInfo, LoggingMeshClient, StackConfig, StopOutcome
+from .stack import (
+    BarrierOutcome,
+    ChildSpec,
+    ExitInfo,
+    LoggingMeshClient,
+    MeshError,
+    StackConfig,
+    StopOutcome,
+    StopProblem,
+)
 from .stack.client import Sink
 from .stack.patches import PATCH_ENV
+
+__all__ = [
+    "FEATURES",
+    "BarrierOutcome",
+    "ExitInfo",
+    "FileGate",
+    "MeshClient",
+    "MeshError",
+    "MeshPlan",
+    "ReferenceBackend",
+    "Sink",
+    "StackBackend",
+    "StopOutcome",
+    "StopProblem",
+    "not_applicable",
+]
+
+FEATURES = {
+    "barrier": "mesh.flush(): a barrier (SPEC 1.11); without it stop() runs no pre-stop "
+    "barrier and the oracle does not ask for one (the client says `has_barrier = False`)",
+    "journal": "the teardown journal (EOF, Flush(None), barrier events); without it the "
+    "client says `has_journal = False` and the journal rules are not checked",
+    "aggregate": "aggregation of similar lines (a mesh with aggregate_window_sec)",
+    "set_mode": "changing a running mesh's mode (mesh.set_mode)",
+    "hosts>1": "a mesh on more than one host",
+    "env:<name>": "a mesh in environment <name> (local, prod, test): asked for every mesh",
+    "fault:<kind>": "a test's meshlog_fault of that kind (see pytest_meshlog.faults.FAULTS)",
+}
+"""The features a test can need, by the name `StackBackend.unsupported` is asked about."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +116,29 @@ class MeshClient(Protocol):
     def stop(self, timeout: float = ...) -> StopOutcome: ...
     def close(self) -> None: ...
 
+    # What each member means (the evidence reads them after `stop`):
+    # workdir      the mesh's folder (the harness made it; everything of the mesh goes there)
+    # record_dir   where each child's fake_procs progress record is (`rank<r>.progress`):
+    #              what the children wrote is replayed from it, never taken from the stack
+    # config       `file_log_gate()`: why there are no per-proc files, or None
+    # exits        rank -> ExitInfo(code, signal, killed_by_stack) once known
+    # delivered    (rank, "stdout"|"stderr") -> the lines the client received, in order,
+    #              without newline; the rank from the runtime's own label, never the line
+    # read_journal the journal's events ([] without one: then `has_journal = False`)
+    # flush        a barrier; bounded by `timeout` (never called when "barrier" is
+    #              unsupported: the test is skipped); wait_children: until every child
+    #              ended, else MeshError naming the ranks; kill: a signal to one child;
+    #              inject: a fault hook (MeshError when there is none)
+    # stop         the runtime's own end of a job, bounded by `timeout`; its StopOutcome's
+    #              `files` are the per-proc files (`*.stdout` / `*.stderr`), `barrier` the
+    #              pre-stop barrier (None without one), `problems` what went wrong
+    # close        ends every process and removes every temp dir it started (idempotent)
+
 
 class StackBackend(Protocol):
     """What `pytest_meshlog_make_stack` returns. A backend may also define
-    `unsupported(feature) -> str | None` (see `not_applicable`)."""
+    `unsupported(feature) -> str | None`: why it cannot provide `feature` (a name of
+    `FEATURES`), or None; a test that needs it is skipped with that reason printed."""
 
     name: str
 
@@ -86,8 +148,7 @@ class StackBackend(Protocol):
 
 
 def not_applicable(backend: StackBackend, feature: str) -> str | None:
-    """Why `feature` cannot run on this backend, or None. Features: `journal`,
-    `fault:<kind>`, `env:<name>`, `hosts>1`."""
+    """Why `feature` cannot run on this backend, or None (see `FEATURES`)."""
     check = getattr(backend, "unsupported", None)
     return None if check is None else check(feature)
 

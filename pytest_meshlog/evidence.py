@@ -390,6 +390,7 @@ def gather(
         journal_expected=bool(getattr(client, "has_journal", True)),
         rules=rules,
         batch_lines=batch_lines,
+        barrier_expected=bool(getattr(client, "has_barrier", True)),
     )
 
 

@@ -89,3 +89,4 @@ class MeshEvidence:
     batch_lines: int | None = None
     """Lines per batch of the stack (a MeshClient's `batch_lines`, else the plan's
     read_log_buffer); None: unknown, and then a crash may lose any suffix (literal level)."""
+    barrier_expected: bool = True  # False: the backend has no barrier (stop cannot flush)

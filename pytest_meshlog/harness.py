@@ -62,8 +62,10 @@ class Mesh:
         faults: tuple[Fault, ...],
         log_dir: str | None,
         stack: str,
+        require: Callable[[str, str], None] | None = None,
     ) -> None:
         self._client = client
+        self._require = require
         self.scripts = scripts
         self.options = options
         self.seed = seed
@@ -116,6 +118,8 @@ class Mesh:
     def flush(self, timeout: float | None = None) -> BarrierResult:
         """A barrier across every live forwarder; ends by its deadline (see `missing_ranks`)."""
         self._check_running("flush")
+        if self._require is not None:
+            self._require("barrier", "the test flushes the mesh (a barrier)")
         outcome = self._client.flush(self.timeout if timeout is None else timeout)
         with self._lock:
             self.barriers.append(outcome)
@@ -161,7 +165,8 @@ class Mesh:
         finally:
             self._client.close()
             self.output.close()
-        self.barriers.append(self.outcome.barrier)
+        if self.outcome.barrier is not None:  # None: the backend has no barrier at all
+            self.barriers.append(self.outcome.barrier)
         faulted = faults.faulted_ranks(self.faults) | frozenset(self._killed)
         evidence = ev.gather(
             self._client,
@@ -277,6 +282,10 @@ class MeshHarness:
         self.require(f"env:{options.env}", f"the mesh runs in the {options.env} environment")
         if options.hosts > 1:
             self.require("hosts>1", f"the mesh has {options.hosts} hosts")
+        if options.aggregate_window_sec is not None:
+            self.require("aggregate", "the mesh aggregates similar lines")
+        if self.expect.barrier == "timeout":
+            self.require("barrier", "the test expects a barrier to time out")
         scripts = faults.change_scripts(self.faults, scripts)
         workdir = self.tmp_path / f"meshlog-{len(self.meshes)}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +306,7 @@ class MeshHarness:
         mesh = Mesh(
             client, scripts, options=options, seed=self.seed, timeout=self.timeout, output=output,
             faults=self.faults, log_dir=plan.log_dir, stack=self.backend.name,
+            require=self.require,
         )  # fmt: skip
         self.meshes.append(mesh)
         faults.after_launch(self.faults, mesh)

@@ -65,6 +65,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not config.pluginmanager.is_registered(monarch_plugin):
         config.pluginmanager.register(monarch_plugin, "meshlog-monarch")
+    from .torchrun import plugin as torchrun_plugin  # answers `torchrun`; imports no torch
+
+    if not config.pluginmanager.is_registered(torchrun_plugin):
+        config.pluginmanager.register(torchrun_plugin, "meshlog-torchrun")
     if settings.stack != "reference":
         make_backend(config, settings.stack)  # an unknown name is a usage error, up front
     session = MeshlogSession(config, settings)

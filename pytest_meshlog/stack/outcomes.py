@@ -116,7 +116,9 @@ class PipeHolder:
 class StopOutcome:
     """What `stop()` saw: the pre-stop barrier, exits, peek tails, files, and problems."""
 
-    barrier: BarrierOutcome
+    barrier: BarrierOutcome | None
+    """None only from a backend that has no barrier at all (its `unsupported("barrier")`
+    says why); the reference stack always runs one."""
     exits: dict[int, ExitInfo]
     tails: dict[int, dict[str, list[str]]]
     files: list[str]
