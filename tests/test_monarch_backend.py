@@ -8,13 +8,11 @@ so a change in Monarch or in the oracle shows up here and not as noise.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import psutil
@@ -26,6 +24,8 @@ from pytest_meshlog.markers import MeshOptions
 from pytest_meshlog.monarch import MonarchBackend, missing
 from pytest_meshlog.monarch.client import SLACK_S
 from pytest_meshlog.monarch.output import Parsed, output_problems, parse_output
+
+from .foreign_catalog import run_and_compare
 
 EXPECTED = Path(__file__).with_name("monarch_expected.json")
 MESH = "ml42n0"
@@ -129,44 +129,7 @@ def test_a_monarch_call_that_never_returns_is_reported_and_cleaned_up(tmp_path: 
     assert not left
 
 
-def outcomes(junit: Path) -> dict[str, str]:
-    """nodeid -> passed | failed | skipped (call or teardown failing makes it failed)."""
-    out: dict[str, str] = {}
-    for case in ET.parse(junit).iter("testcase"):
-        nodeid = f"{case.attrib['classname']}::{case.attrib['name']}"
-        tags = {child.tag for child in case}
-        verdict = (
-            "failed"
-            if tags & {"failure", "error"}
-            else "skipped"
-            if "skipped" in tags
-            else "passed"
-        )
-        if out.get(nodeid) != "failed":
-            out[nodeid] = verdict
-    return dict(sorted(out.items()))
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(missing() is not None, reason=f"Monarch cannot run here: {missing()}")
 def test_monarch_catalog_matches_the_recorded_outcomes(pytester: pytest.Pytester) -> None:
-    recorded = json.loads(EXPECTED.read_text())
-    junit = pytester.path / "monarch.xml"
-    pytester.runpytest_subprocess(
-        "--meshlog", "--meshlog-stack=monarch", "-n", "2", "-p", "no:cacheprovider",
-        "-p", "no:benchmark", f"--junitxml={junit}", "-q", timeout=540,
-    )  # fmt: skip
-    got = outcomes(junit)
-    want: dict[str, str] = recorded["outcomes"]
-    diff = [
-        f"{nodeid}: recorded {want.get(nodeid, '(absent)')}, now {got.get(nodeid, '(absent)')}"
-        for nodeid in sorted(set(got) | set(want))
-        if want.get(nodeid) != "flaky" and want.get(nodeid) != got.get(nodeid)
-    ]
-    assert not diff, (
-        "the monarch catalog's outcomes changed (Monarch, the oracle or the catalog did); "
-        "if the change is right, record it in tests/monarch_expected.json:\n"
-        + "\n".join(diff)
-        + "\nnow: "
-        + json.dumps(got, indent=1)
-    )
+    run_and_compare(pytester, "monarch", EXPECTED, "-n", "2")
