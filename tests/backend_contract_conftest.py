@@ -7,9 +7,9 @@ import sys
 import threading
 import time
 
-from pytest_meshlog.backend import ExitInfo, MeshError, MeshPlan, StopOutcome
+from pytest_meshlog.backend import ExitInfo, MeshError, StopOutcome
 
-LOSSY = os.environ.get("PIPE_STACK_LOSSY") == "1"  # forgets each stream's last line
+LOSSY = os.environ.get("PIPE_STACK_LOSSY") == "1"  # a broken variant: forgets last lines
 
 
 class NoFiles:
@@ -18,61 +18,32 @@ class NoFiles:
 
 
 class PipeClient:
-    has_journal = False  # no journal of teardown events
-    has_barrier = False  # no flush: its stop waits for the children's EOF
+    has_journal = has_barrier = False  # no journal; no flush (stop waits for EOF)
     config = NoFiles()
 
-    def __init__(self, plan: MeshPlan):
-        self.workdir = plan.workdir
-        self.record_dir = str(plan.workdir / "records")
-        os.makedirs(self.record_dir, exist_ok=True)
-        self.prefix = plan.options.prefix_with_rank
-        self.delivered = {}
-        self.exits = {}
-        self.procs, self.readers = [], []
+    def __init__(self, plan):
+        self.workdir, self.record_dir = plan.workdir, str(plan.workdir / "records")
+        self.delivered, self.exits, self.procs, self.readers = {}, {}, [], []
         for rank, script in enumerate(plan.scripts):
-            path = plan.workdir / f"rank{rank}.json"
-            script.write(path)
-            argv = [
-                sys.executable,
-                "-m",
-                "fake_procs",
-                "--standalone",
-                "--rank",
-                str(rank),
-                "--record-dir",
-                self.record_dir,
-                str(path),
-            ]
+            script.write(path := plan.workdir / f"rank{rank}.json")
             proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-            )
+                [sys.executable, "-m", "fake_procs", "--standalone", "--rank", str(rank),
+                 "--record-dir", self.record_dir, str(path)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            )  # fmt: skip
             self.procs.append(proc)
-            for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-                lines = self.delivered[rank, stream] = []
-                reader = threading.Thread(target=self._read, args=(rank, pipe, lines))
-                reader.start()
-                self.readers.append(reader)
+            pre = b"[%d] " % rank if plan.options.prefix_with_rank else b""
+            for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+                lines = self.delivered[rank, name] = []
+                self.readers.append(threading.Thread(target=self._read, args=(pipe, pre, lines)))
+                self.readers[-1].start()
 
-    def _read(self, rank, pipe, lines):
-        pre = b"[%d] " % rank if self.prefix else b""
-        for line in pipe:  # one line at a time, the last one maybe without "\n"
+    def _read(self, pipe, pre, lines):
+        for line in pipe:  # the rank is the pipe's; the last line may lack its "\n"
             line = line[:-1] if line.endswith(b"\n") else line
             lines.append(pre + (line[:-1] if line.endswith(b"\r") else line))
         if LOSSY and lines:
             lines.pop()
-
-    def read_journal(self):
-        return []
-
-    def flush(self, timeout=10.0):
-        raise MeshError("the pipe stack has no barrier")
-
-    def inject(self, rank, what, *args):
-        raise MeshError(f"the pipe stack cannot inject {what!r}")
-
-    def kill(self, rank, sig=signal.SIGKILL, reason=""):
-        self.procs[rank].send_signal(sig)
 
     def wait_children(self, timeout):
         deadline = time.monotonic() + timeout
@@ -92,16 +63,9 @@ class PipeClient:
         self.wait_children(timeout)
         for reader in self.readers:
             reader.join(max(0.0, timeout - (time.monotonic() - start)))
-        return StopOutcome(
-            barrier=None,
-            exits=dict(self.exits),
-            tails={},
-            files=[],
-            unconfirmed_ranks=(),
-            problems=[],
-            unconfirmed_clean_exits=(),
-            duration_s=time.monotonic() - start,
-        )
+        return StopOutcome(barrier=None, exits=dict(self.exits), tails={}, files=[],
+                           unconfirmed_ranks=(), problems=[], unconfirmed_clean_exits=(),
+                           duration_s=time.monotonic() - start)  # fmt: skip
 
     def close(self):
         for proc in self.procs:
@@ -111,17 +75,23 @@ class PipeClient:
             proc.stdout.close()
             proc.stderr.close()
 
+    def kill(self, rank, sig=signal.SIGKILL, reason=""):
+        self.procs[rank].send_signal(sig)
+
+    def read_journal(self):
+        return []
+
+    def flush(self, timeout=10.0):
+        raise MeshError("the pipe stack has no barrier")  # never called: "barrier" is lacking
+
+    def inject(self, rank, what, *args):
+        raise MeshError(f"the pipe stack cannot inject {what!r}")
+
 
 class PipeBackend:
     name = "pipes"
-    lacks = {
-        "barrier": "no flush",
-        "journal": "no journal",
-        "aggregate": "no aggregation",
-        "set_mode": "no modes",
-        "hosts>1": "one machine",
-        "env:test": "no environments",
-    }
+    lacks = {"barrier": "no flush", "journal": "no journal", "aggregate": "no aggregation",
+             "set_mode": "no modes", "hosts>1": "one machine", "env:test": "no environments"}  # fmt: skip
 
     def unsupported(self, feature):
         if feature.startswith("fault:") and feature != "fault:crash":
