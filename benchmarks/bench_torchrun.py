@@ -55,7 +55,8 @@ class Launch:
     """One torchrun launch of `procs` ranks, all running `script`; its console is read
     with `wait`."""
 
-    def __init__(self, procs: int, script: Any) -> None:
+    def __init__(self, procs: int, script: Any, keep: bool = True) -> None:
+        self.keep = keep  # keep the console's bytes (not for the floods: only count them)
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-trun-")
         work = Path(self.tmp.name)
         dirs = [work / d for d in ("scripts", "records", "pids", "logs")]
@@ -73,15 +74,16 @@ class Launch:
             argv, stdout=subprocess.PIPE, stderr=self.err, cwd=ROOT, start_new_session=True
         )
         self.output = bytearray()
+        self.lines = 0  # newlines read so far
         self.tree: set[psutil.Process] = set()
 
-    def wait(self, what: str, done: Callable[[bytes], bool], deadline_s: float) -> float:
-        """Read the console until `done(output)`; the time it took from the Popen."""
+    def wait(self, what: str, done: Callable[[Launch], bool], deadline_s: float) -> float:
+        """Read the console until `done(self)`; the time it took from the Popen."""
         assert self.proc.stdout is not None
         end = time.monotonic() + deadline_s
         with selectors.DefaultSelector() as sel:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while not done(bytes(self.output)):
+            while not done(self):
                 left = end - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"torchrun: no {what} after {deadline_s:.0f}s")
@@ -91,7 +93,9 @@ class Launch:
                     chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
                     if not chunk:
                         raise RuntimeError(f"torchrun closed its console before {what}")
-                    self.output += chunk
+                    if self.keep:
+                        self.output += chunk
+                    self.lines += chunk.count(b"\n")
         return time.monotonic() - self.t0
 
     def close(self) -> None:
@@ -116,9 +120,9 @@ def _script(**kw: Any) -> Any:
 
 def throughput(procs: int, lines: int, line_bytes: int) -> float:
     want = procs * lines
-    run = Launch(procs, _script(flavour="ascii").flood(lines, line_bytes - 1))
+    run = Launch(procs, _script(flavour="ascii").flood(lines, line_bytes - 1), keep=False)
     try:
-        took = run.wait(f"{want:,} console lines", lambda out: out.count(b"\n") >= want, 600)
+        took = run.wait(f"{want:,} console lines", lambda run: run.lines >= want, 600)
         run.proc.wait(60)
         return want / took
     finally:
@@ -128,14 +132,14 @@ def throughput(procs: int, lines: int, line_bytes: int) -> float:
 def stop_alone(procs: int) -> float:
     run = Launch(procs, _script().line("one").partial("tail").hang())
     try:
-        run.wait(f"a line of each of {procs} ranks", lambda out: out.count(b"\n") >= procs, 120)
+        run.wait(f"a line of each of {procs} ranks", lambda run: run.lines >= procs, 120)
         time.sleep(0.3)  # the tailer's 0.1 s poll: the partial lines are in the files
         start = time.monotonic()
         run.proc.send_signal(signal.SIGTERM)
         run.proc.wait(60)
         elapsed = time.monotonic() - start
         with contextlib.suppress(TimeoutError, RuntimeError):
-            run.wait("the console's end", lambda out: False, 5)
+            run.wait("the console's end", lambda run: False, 5)
         text = bytes(run.output)
         for rank in range(procs):
             assert f"[default{rank}]:[{rank}] one\n".encode() in text, text[:400]
@@ -150,7 +154,7 @@ def stop_alone(procs: int) -> float:
 def spawn_to_first_lines(procs: int) -> float:
     run = Launch(procs, _script().line("hello"))
     try:
-        ranks = lambda out: len({m.group(1) for m in LABEL.finditer(out)}) >= procs  # noqa: E731
+        ranks = lambda run: len(set(LABEL.findall(run.output))) >= procs  # noqa: E731
         took = run.wait(f"a line of each of {procs} ranks", ranks, 300)
         run.proc.wait(60)
         return took
@@ -179,6 +183,7 @@ def fmt(kind: str, v: float) -> str:
 
 
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the launches' cleanup runs
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("names", nargs="*", help="figure names (or substrings); none: all")
     parser.add_argument("--json", action="store_true", help="last stdout line: {name: median}")
