@@ -23,6 +23,7 @@ class PipeClient:
 
     def __init__(self, plan):
         self.workdir, self.record_dir = plan.workdir, str(plan.workdir / "records")
+        os.makedirs(self.record_dir, exist_ok=True)
         self.delivered, self.exits, self.procs, self.readers = {}, {}, [], []
         for rank, script in enumerate(plan.scripts):
             script.write(path := plan.workdir / f"rank{rank}.json")
