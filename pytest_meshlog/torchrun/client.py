@@ -271,8 +271,9 @@ class TorchrunMeshClient:
                         f"of the stop; it was killed with every process it started",
                     )
                 )  # fmt: skip
+        exited = self.launcher_code is not None  # by itself, before any kill of ours
         left = self._end_all()
-        if left:
+        if left and exited:
             problems.append(
                 StopProblem(
                     "teardown_failed",
