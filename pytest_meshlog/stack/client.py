@@ -133,7 +133,7 @@ class LogClientActor:
             if seq < expected:  # the forwarder and the fallback both brought it
                 self.duplicates += 1
                 return
-            if key in self._ahead or (fallback and self._forwarder_open(rank)):
+            if key in self._ahead or (fallback and self._forwarder_may_bring(rank)):
                 self._ahead.setdefault(key, {})[seq] = (hostname, proc_id, target, count, blob)
                 return  # earlier batches are still on their way from the forwarder
             if fallback or not self.streaming_was_off:
@@ -147,9 +147,12 @@ class LogClientActor:
         if key in self._ahead:
             self._release_ahead(key, final=False)
 
-    def _forwarder_open(self, rank: int) -> bool:
+    def _forwarder_may_bring(self, rank: int) -> bool:
+        """Whether the rank's forwarder may still bring earlier batches: its connection is
+        open, or not read yet (a host's fallback can overtake a connection still in the
+        listener's backlog). `_on_closed` and `settle` release what waits for it."""
         conn = self.forwarders.get(rank)
-        return conn is not None and not conn.closed.is_set()
+        return not conn.closed.is_set() if conn is not None else rank not in self.said_bye
 
     def _gap(self, key: tuple[int, str], expected: int, got: int, via: str) -> None:
         self.journal(Ev.SEQ_GAP, rank=key[0], stream=key[1], expected=expected, got=got, via=via)
