@@ -160,6 +160,7 @@ def test_silent_child(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -
 
 def test_env_local_without_force(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """Env::Local without HYPERACTOR_FORCE_FILE_LOG: no files, streaming still works."""
+    meshlog.require("file_gate", "the test checks the environment's rule for per-proc files")
     mesh = meshlog.spawn([fake_procs.partial_line_writer(lines=10)] * procs, env="local")
     mesh.wait_scripts()
     report = mesh.stop()
@@ -168,6 +169,7 @@ def test_env_local_without_force(meshlog: MeshHarness, fake_procs: FakeProcs, pr
 
 def test_env_local_with_force(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """Env::Local with HYPERACTOR_FORCE_FILE_LOG=true: per-host files hold every line."""
+    meshlog.require("file_gate", "the test checks the environment's rule for per-proc files")
     mesh = meshlog.spawn(
         [fake_procs.partial_line_writer(lines=10)] * procs, env="local", force_file_log=True
     )
@@ -178,6 +180,7 @@ def test_env_local_with_force(meshlog: MeshHarness, fake_procs: FakeProcs, procs
 
 def test_env_test_has_no_files(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """The Test environment never writes files, even when forced."""
+    meshlog.require("file_gate", "the test checks the environment's rule for per-proc files")
     mesh = meshlog.spawn(
         [fake_procs.partial_line_writer(lines=10)] * procs, env="test", force_file_log=True
     )
@@ -187,6 +190,7 @@ def test_env_test_has_no_files(meshlog: MeshHarness, fake_procs: FakeProcs, proc
 
 def test_env_prod_writes_files(meshlog: MeshHarness, fake_procs: FakeProcs, procs: int) -> None:
     """A non-local environment writes `{basename}_{host}_{id}.{stream}` files in its log dir."""
+    meshlog.require("file_gate", "the test checks where the environment puts per-host files")
     mesh = meshlog.spawn([fake_procs.interleaver(lines=50)] * procs, env="prod")
     mesh.wait_scripts()
     report = mesh.stop()
@@ -248,6 +252,7 @@ def test_barrier_timeout_names_ranks(
     meshlog: MeshHarness, fake_procs: FakeProcs, procs: int
 ) -> None:
     """A barrier that cannot complete ends by its deadline, naming the ranks that did not ack."""
+    meshlog.require("barrier", "the test flushes the mesh")
     mesh = meshlog.spawn([fake_procs.hanger() for _ in range(procs)])
     mesh.kill(procs - 1, signal.SIGSTOP)
     try:

@@ -343,7 +343,7 @@ def gather(
     gate = client.config.file_log_gate()
     tee = console_bytes(journal)
     expected, sizes, partial, abrupt = _emitted_streams(client, scripts, journal, prefix_with_rank)
-    in_files = file_lines(files, expected, prefix_with_rank) if gate is None else None
+    in_files = _file_lines(client, files, expected, prefix_with_rank) if gate is None else None
     rank_evidence = []
     unanswered: dict[int, str] = dict(getattr(client, "unanswered", None) or {})
     delivered = _delivered(client, expected)
@@ -395,6 +395,27 @@ def gather(
 
 
 _NONE = Lines()
+
+
+def _file_lines(
+    client: MeshClient,
+    files: Sequence[str],
+    expected: Mapping[tuple[int, Stream], Lines],
+    prefix_with_rank: bool,
+) -> dict[tuple[int, Stream], Lines]:
+    """The per-proc files' lines by rank: from the backend when its files are per rank
+    (an optional member, `file_lines_by_rank()`: the rank is the runtime's label of the
+    file, never the line's content), else attributed line by line (`file_lines`)."""
+    own = getattr(client, "file_lines_by_rank", None)
+    if own is None:
+        return file_lines(files, expected, prefix_with_rank)
+    by_rank: Mapping[tuple[int, str], Lines] = own()
+    out: dict[tuple[int, Stream], Lines] = {}
+    for (rank, name), lines in by_rank.items():
+        key = (rank, _stream(name))
+        mine = expected.get(key)
+        out[key] = mine if mine is not None and mine == lines else lines
+    return out
 
 
 def _delivered(

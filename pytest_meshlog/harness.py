@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fake_procs import Script, progress_path
+from fake_procs import Barrier, Script, progress_path
 
 from . import evidence as ev
 from . import faults
@@ -287,6 +287,8 @@ class MeshHarness:
         if self.expect.barrier == "timeout":
             self.require("barrier", "the test expects a barrier to time out")
         scripts = faults.change_scripts(self.faults, scripts)
+        if any(isinstance(step, Barrier) for script in scripts for step in script.steps):
+            self.require("barrier", "a script waits for a barrier's ack")
         workdir = self.tmp_path / f"meshlog-{len(self.meshes)}"
         workdir.mkdir(parents=True, exist_ok=True)
         if log_dir is None and options.env != "test":

@@ -69,6 +69,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not config.pluginmanager.is_registered(torchrun_plugin):
         config.pluginmanager.register(torchrun_plugin, "meshlog-torchrun")
+    from .ray import plugin as ray_plugin  # answers `ray`; imports no Ray
+
+    if not config.pluginmanager.is_registered(ray_plugin):
+        config.pluginmanager.register(ray_plugin, "meshlog-ray")
     if settings.stack != "reference":
         make_backend(config, settings.stack)  # an unknown name is a usage error, up front
     session = MeshlogSession(config, settings)

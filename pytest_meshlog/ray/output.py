@@ -1,0 +1,137 @@
+"""Reading a Ray driver's console and its workers' log files back into rank, stream, line.
+
+Console: with `log_to_driver=True` Ray's driver prints each line a worker wrote as
+`(<actor or task name> pid=<pid>[, ip=<ip>]) <line>`, the label coloured unless
+RAY_COLOR_PREFIX=0, worker stdout on the driver's stdout and stderr on its stderr. The
+rank is the pid in Ray's label mapped to the actor that answered with that pid, never
+anything in the line. Lines labelled `(raylet)`, `(gcs_server)` or `(autoscaler ...)` and
+the driver's own log records are Ray's messages, kept apart; anything else is reported.
+
+Files: each worker's fds 1 and 2 are `<session>/logs/worker-<id>-<job>-<pid>.out|.err`;
+the pid in the name gives the rank. Ray writes its own marker lines into them
+(`:job_id:`, `:actor_name:`, `:task_name:`, which its log monitor consumes); they are taken
+out, everything else is the worker's bytes, as written.
+
+With RAY_DEDUP_LOGS on (the catalog's aggregation scenarios) Ray prints the first of a
+run of similar lines and later `<line> [repeated Nx across cluster]`; that row counts
+1 + N lines, credited to ranks in rank order as for any aggregating stack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STREAMS = ("stdout", "stderr")
+_LABEL = re.compile(
+    rb"^(?:\x1b\[[0-9;]*m)*\((?:(?P<name>[^()\s]+) )?pid=(?P<pid>[^,)\s]+)(?:, ip=[^)]*)?\)"
+    rb"(?:\x1b\[[0-9;]*m)* ?"
+)
+_REPEATED = re.compile(rb" \[repeated (\d+)x across cluster\]$")
+_DEDUP_NOTE = re.compile(rb"\(Ray deduplicates logs by default\..*\)$")
+RAY_OWN = (
+    re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t[A-Z]+ \S+ -- "),  # the driver's logger
+    re.compile(rb"^Token authentication is enabled for this Ray cluster\."),
+)
+"""What Ray's driver itself prints on its console (not the workers' output)."""
+MARKERS = (b":job_id:", b":actor_name:", b":task_name:")
+WORKER_FILE = re.compile(r"^worker-[0-9a-f]+-[0-9a-f]+-(\d+)\.(out|err)$")
+
+
+@dataclass
+class Parsed:
+    delivered: dict[tuple[int, str], list[bytes]] = field(default_factory=dict)
+    ray_messages: list[tuple[str, bytes]] = field(default_factory=list)
+    """Ray's own lines on the console (its logger, raylet/gcs/autoscaler lines)."""
+    unattributed: list[tuple[str, bytes]] = field(default_factory=list)
+    """Console lines that are neither Ray's nor labelled with a pid of this mesh."""
+
+
+def parse_console(
+    paths: Sequence[Path],
+    pids: Mapping[int, int],
+    ranks: Sequence[int],
+    *,
+    prefix_with_rank: bool,
+    aggregated: bool,
+    emitted: Callable[[], dict[tuple[int, str], int]],
+) -> Parsed:
+    """`paths`: the driver's stdout and stderr; `pids`: worker pid -> rank."""
+    out = Parsed(delivered={(r, s): [] for r in ranks for s in STREAMS})
+    for stream, path in zip(STREAMS, paths, strict=True):
+        data = path.read_bytes() if path.exists() else b""
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        counted: list[tuple[int, bytes]] = []
+        for line in lines:
+            m = _LABEL.match(line)
+            if m is None:
+                if any(p.match(line) for p in RAY_OWN):
+                    out.ray_messages.append((stream, line))
+                else:
+                    out.unattributed.append((stream, line))
+                continue
+            text = line[m.end() :]
+            pid = m.group("pid")
+            rank = pids.get(int(pid)) if pid.isdigit() else None
+            if rank is None:
+                if pid.isdigit():
+                    out.unattributed.append((stream, line))
+                else:  # (raylet), (gcs_server), (autoscaler ...): Ray's own
+                    out.ray_messages.append((stream, line))
+                continue
+            if aggregated:
+                if _DEDUP_NOTE.search(text):
+                    text = _DEDUP_NOTE.sub(b"", text).rstrip(b" ")
+                rep = _REPEATED.search(text)
+                n = 1 + int(rep.group(1)) if rep else 1
+                counted.append((n, text[: rep.start()] if rep else text))
+                continue
+            out.delivered[rank, stream].append(b"[%d] " % rank + text if prefix_with_rank else text)
+        if aggregated:
+            _credit(out, stream, ranks, counted, emitted())
+    return out
+
+
+def _credit(
+    out: Parsed,
+    stream: str,
+    ranks: Sequence[int],
+    rows: list[tuple[int, bytes]],
+    emitted: dict[tuple[int, str], int],
+) -> None:
+    """Counts only (SPEC 3.5): rows merge ranks, so they are credited in rank order up to
+    what each rank emitted; a surplus goes to the first rank and shows as extra lines."""
+    pool = [text for n, text in rows for _ in range(n)]
+    for rank in ranks:
+        take = min(len(pool), emitted.get((rank, stream), 0))
+        out.delivered[rank, stream].extend(pool[:take])
+        pool = pool[take:]
+    if pool and ranks:
+        out.delivered[ranks[0], stream].extend(pool)
+
+
+def worker_files(logs_dir: Path, pids: Mapping[int, int]) -> dict[tuple[int, str], Path]:
+    """(rank, stream) -> the worker log file Ray wrote for that rank's worker."""
+    out: dict[tuple[int, str], Path] = {}
+    if not logs_dir.is_dir():
+        return out
+    for path in logs_dir.iterdir():
+        m = WORKER_FILE.match(path.name)
+        if m is not None and int(m.group(1)) in pids:
+            out[pids[int(m.group(1))], "stdout" if m.group(2) == "out" else "stderr"] = path
+    return out
+
+
+def file_lines(path: Path, rank: int, *, prefix_with_rank: bool) -> list[bytes]:
+    """A worker file's lines without Ray's marker lines; a final line without its newline
+    (the worker's last partial line, complete in the file) counts as a line."""
+    data = path.read_bytes() if path.exists() else b""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    keep = [line for line in lines if not line.startswith(MARKERS)]
+    return [b"[%d] " % rank + line for line in keep] if prefix_with_rank else keep
