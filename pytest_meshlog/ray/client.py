@@ -53,7 +53,7 @@ _CRASH_SIGNALS = {
 _PAUSE = (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP)
 _CALLS = {
     "init": "ray.init()",
-    "spawn": "ScriptActor.remote() per rank + ray.get(prepare, run)",
+    "spawn": "ScriptActor.remote() per rank + ray.get(prepare)",
     "stop": "ray.shutdown()",
     "exit": "the driver program's exit",
 }
@@ -123,6 +123,7 @@ class RayMeshClient:
                     "scripts_dir": str(scripts_dir),
                     "record_dir": self.record_dir,
                     "temp_dir": self._tmp,
+                    "log_to_driver": opts.stream_to_client,
                 }
             )
         )

@@ -33,7 +33,7 @@ class Driver:
         ray.init(
             num_cpus=1,  # the actors take none; one CPU keeps Ray from prestarting workers
             include_dashboard=False,
-            log_to_driver=True,
+            log_to_driver=bool(self.plan["log_to_driver"]),
             _temp_dir=self.plan["temp_dir"],
             namespace=self.plan["name"],
         )
@@ -54,7 +54,8 @@ class Driver:
             for rank in range(int(self.plan["procs"]))
         ]
         pids = ray.get([a.prepare.remote() for a in self.actors], timeout=timeout)
-        ray.get([a.run.remote() for a in self.actors], timeout=timeout)
+        for actor in self.actors:  # not awaited: a script may end its worker at once
+            actor.run.remote()
         return {"pids": {str(r): int(p) for r, p in enumerate(pids)},
                 "spawn_s": time.monotonic() - start}  # fmt: skip
 

@@ -24,11 +24,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fake_procs import expected_lines
+
 STREAMS = ("stdout", "stderr")
 _LABEL = re.compile(
     rb"^(?:\x1b\[[0-9;]*m)*\((?:(?P<name>[^()\s]+) )?pid=(?P<pid>[^,)\s]+)(?:, ip=[^)]*)?\)"
     rb"(?:\x1b\[[0-9;]*m)* ?"
 )
+_RAY_LABEL = re.compile(
+    rb"^(?:\x1b\[[0-9;]*m)*\((?:raylet|gcs_server|runtime_env|autoscaler[^)]*)\)"
+)
+"""Lines Ray's driver prints for its own processes (pid `raylet`, `autoscaler +<time>`)."""
 _REPEATED = re.compile(rb" \[repeated (\d+)x across cluster\]$")
 _DEDUP_NOTE = re.compile(rb"\(Ray deduplicates logs by default\..*\)$")
 RAY_OWN = (
@@ -69,7 +75,7 @@ def parse_console(
         for line in lines:
             m = _LABEL.match(line)
             if m is None:
-                if any(p.match(line) for p in RAY_OWN):
+                if _RAY_LABEL.match(line) or any(p.match(line) for p in RAY_OWN):
                     out.ray_messages.append((stream, line))
                 else:
                     out.unattributed.append((stream, line))
@@ -78,10 +84,7 @@ def parse_console(
             pid = m.group("pid")
             rank = pids.get(int(pid)) if pid.isdigit() else None
             if rank is None:
-                if pid.isdigit():
-                    out.unattributed.append((stream, line))
-                else:  # (raylet), (gcs_server), (autoscaler ...): Ray's own
-                    out.ray_messages.append((stream, line))
+                out.unattributed.append((stream, line))
                 continue
             if aggregated:
                 if _DEDUP_NOTE.search(text):
@@ -126,12 +129,17 @@ def worker_files(logs_dir: Path, pids: Mapping[int, int]) -> dict[tuple[int, str
     return out
 
 
-def file_lines(path: Path, rank: int, *, prefix_with_rank: bool) -> list[bytes]:
-    """A worker file's lines without Ray's marker lines; a final line without its newline
-    (the worker's last partial line, complete in the file) counts as a line."""
+def file_bytes(path: Path) -> bytes:
+    """A worker file's bytes without Ray's marker lines: what the worker wrote to the fd."""
     data = path.read_bytes() if path.exists() else b""
+    if not data.startswith(MARKERS) and b"\n:" not in data:
+        return data
     lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    keep = [line for line in lines if not line.startswith(MARKERS)]
-    return [b"[%d] " % rank + line for line in keep] if prefix_with_rank else keep
+    return b"\n".join(line for line in lines if not line.startswith(MARKERS))
+
+
+def file_lines(path: Path, rank: int, *, prefix_with_rank: bool) -> list[bytes]:
+    """A worker file's lines, framed as the oracle frames what the worker emitted (UTF-8
+    with replacement, a CRLF ending is a line end, the 4096-byte cut, the final partial
+    line counts): the file is the worker's raw stream, so it is judged byte for byte."""
+    return expected_lines(file_bytes(path), rank=rank, prefix_with_rank=prefix_with_rank)
