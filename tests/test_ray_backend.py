@@ -71,12 +71,12 @@ def test_rays_own_lines_are_kept_apart_and_strangers_are_reported(tmp_path: Path
 def test_dedup_rows_count_one_plus_the_repeats(tmp_path: Path) -> None:
     out = (
         _label(4242) + b"worker step 1 finished\n"
-        + _label(4343) + b"worker step 1 finished [repeated 2x across cluster]"
+        + _label(4343) + b"worker step 1 finished\x1b[32m [repeated 3x across cluster]\x1b[0m"
         b" (Ray deduplicates logs by default. Set RAY_DEDUP_LOGS=0 to disable log"
         b" deduplication, or see https://docs.ray.io/x for more options.)\n"
     )  # fmt: skip
     parsed = _parse(tmp_path, out, aggregated=True)
-    # 1 + (1 + 2) lines; rank 0 emitted 2, the rest go to rank 1
+    # 1 + 3 lines (the row stands for the 3 it suppressed); rank 0 emitted 2
     assert parsed.delivered[0, "stdout"] == [b"worker step 1 finished"] * 2
     assert parsed.delivered[1, "stdout"] == [b"worker step 1 finished"] * 2
 

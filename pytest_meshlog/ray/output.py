@@ -12,9 +12,11 @@ the pid in the name gives the rank. Ray writes its own marker lines into them
 (`:job_id:`, `:actor_name:`, `:task_name:`, which its log monitor consumes); they are taken
 out, everything else is the worker's bytes, as written.
 
-With RAY_DEDUP_LOGS on (the catalog's aggregation scenarios) Ray prints the first of a
-run of similar lines and later `<line> [repeated Nx across cluster]`; that row counts
-1 + N lines, credited to ranks in rank order as for any aggregating stack.
+With RAY_DEDUP_LOGS on (the catalog's aggregation scenarios) Ray prints a line that
+other workers already printed something similar to (differing only in numbers) once per
+window as `<line> [repeated Nx across cluster]`, N being the lines it stood for (lines of
+one worker are never folded together); rows are counted and credited to ranks in rank
+order, as for any aggregating stack.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _RAY_LABEL = re.compile(
     rb"^(?:\x1b\[[0-9;]*m)*\((?:raylet|gcs_server|runtime_env|autoscaler[^)]*)\)"
 )
 """Lines Ray's driver prints for its own processes (pid `raylet`, `autoscaler +<time>`)."""
+_ESC = re.compile(rb"\x1b\[[0-9;]*m")
 _REPEATED = re.compile(rb" \[repeated (\d+)x across cluster\]$")
 _DEDUP_NOTE = re.compile(rb"\(Ray deduplicates logs by default\..*\)$")
 RAY_OWN = (
@@ -87,11 +90,10 @@ def parse_console(
                 out.unattributed.append((stream, line))
                 continue
             if aggregated:
-                if _DEDUP_NOTE.search(text):
-                    text = _DEDUP_NOTE.sub(b"", text).rstrip(b" ")
-                rep = _REPEATED.search(text)
-                n = 1 + int(rep.group(1)) if rep else 1
-                counted.append((n, text[: rep.start()] if rep else text))
+                plain = _DEDUP_NOTE.sub(b"", _ESC.sub(b"", text)).rstrip(b" ")
+                rep = _REPEATED.search(plain)
+                # a row stands for the N similar lines it suppressed, not one more
+                counted.append((int(rep.group(1)), plain[: rep.start()]) if rep else (1, plain))
                 continue
             out.delivered[rank, stream].append(b"[%d] " % rank + text if prefix_with_rank else text)
         if aggregated:
