@@ -55,14 +55,14 @@ DEADLINE_S = 180.0
 
 
 def driver(args: argparse.Namespace) -> int:
-    """The Ray driver program: one JSON line on fd 3 per step; waits for `stop` on stdin."""
+    """The Ray driver program: one JSON line on the reply fd per step; waits for `stop`."""
     import ray
 
     sys.path.insert(0, str(ROOT))
     from fake_procs import FakeProcs
     from pytest_meshlog.ray.script_actor import ScriptActor
 
-    reply = os.fdopen(3, "w", buffering=1)
+    reply = os.fdopen(args.reply_fd, "w", buffering=1)
     work = Path(args.workdir)
     fake = FakeProcs(seed=7)
     for rank in range(args.procs):
@@ -104,14 +104,14 @@ class Run:
         self.temp = tempfile.mkdtemp(prefix="ml-ray-", dir="/tmp")
         r, w = os.pipe()
         cmd = [sys.executable, __file__, "--driver", "--procs", str(procs), "--lines", str(lines),
-               "--line-bytes", str(line_bytes), "--workdir", str(self.work), "--temp", self.temp]  # fmt: skip
+               "--line-bytes", str(line_bytes), "--workdir", str(self.work), "--temp", self.temp,
+               "--reply-fd", str(w)]  # fmt: skip
         if address:
             cmd += ["--address", address]
         env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             pass_fds=(w,), env=env, start_new_session=True,
-            preexec_fn=lambda: os.dup2(w, 3),
         )  # fmt: skip
         os.close(w)
         self.reply = os.fdopen(r, "rb")
@@ -120,7 +120,10 @@ class Run:
     def answer(self, what: str) -> dict[str, object]:
         line = _readline(self.reply, DEADLINE_S)
         if line is None:
-            raise TimeoutError(f"the Ray driver did not answer {what} within {DEADLINE_S} s")
+            raise TimeoutError(
+                f"the Ray driver did not answer {what} within {DEADLINE_S} s (or exited: "
+                f"{self.proc.poll()})"
+            )
         return dict(json.loads(line))
 
     def read_until(self, done: Callable[[int, int], bool], what: str) -> float:
@@ -259,6 +262,7 @@ def main() -> int:
     ap.add_argument("--workdir")
     ap.add_argument("--temp")
     ap.add_argument("--address")
+    ap.add_argument("--reply-fd", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="", help="flood, first or join")
     ap.add_argument("--first-line-procs", type=int, default=8)
@@ -278,8 +282,11 @@ def main() -> int:
                 for name, value in measure().items():
                     samples.setdefault(name, []).append(value)
     if args.only in "join":
-        for name, value in join_cluster(args.repeat).items():
-            samples.setdefault(name, []).append(value)
+        try:
+            for name, value in join_cluster(args.repeat).items():
+                samples.setdefault(name, []).append(value)
+        except (RuntimeError, TimeoutError) as exc:  # reported, the other figures still print
+            print(f"a driver joining a running cluster: {exc}", file=sys.stderr)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     for name, value in medians.items():
         unit = "lines/s" if "lines/s" in name else "s"
