@@ -72,6 +72,9 @@ class RayMeshClient:
 
     has_journal = False
     has_barrier = False
+    batch_lines = 1000
+    """Ray's unit of delivery: its log monitor publishes at most 1,000 lines of a worker
+    file per message (RAY_LOG_MONITOR_NUM_LINES_TO_READ), which the driver prints."""
 
     def __init__(self, plan: MeshPlan, name: str) -> None:
         opts = plan.options
