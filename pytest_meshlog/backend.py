@@ -57,6 +57,8 @@ FEATURES = {
     "client says `has_journal = False` and the journal rules are not checked",
     "aggregate": "aggregation of similar lines (a mesh with aggregate_window_sec)",
     "set_mode": "changing a running mesh's mode (mesh.set_mode)",
+    "file_gate": "the environment's rule for per-proc files (HYPERACTOR_FORCE_FILE_LOG, "
+    "Env::Local/Prod): the env_* scenarios check it",
     "hosts>1": "a mesh on more than one host",
     "env:<name>": "a mesh in environment <name> (local, prod, test): asked for every mesh",
     "fault:<kind>": "a test's meshlog_fault of that kind (see pytest_meshlog.faults.FAULTS)",
