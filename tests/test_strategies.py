@@ -149,6 +149,7 @@ def test_meshlog_random_must_not_be_negative(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--meshlog-random=-1 must be at least 0*"])
 
 
+@pytest.mark.timeout(420)  # Hypothesis shrinks through many meshes: 95-170 s on a loaded machine
 def test_a_broken_stack_shrinks_to_a_paste_ready_test(pytester: pytest.Pytester) -> None:
     """On a tee that drops the final partial line, a random scenario fails, shrinks, and
     prints a test; pasted into a file, that test fails on the broken stack and passes on
@@ -156,7 +157,7 @@ def test_a_broken_stack_shrinks_to_a_paste_ready_test(pytester: pytest.Pytester)
     pytester.makeini("[pytest]\n")
     broken = ("--meshlog-stack", "reference+partial_line_dropped")
     result = run_sub(pytester, "--meshlog", "-m", "meshlog_catalog", "-k", "random",
-                     "--meshlog-random", "1", *broken, timeout=170)  # fmt: skip
+                     "--meshlog-random", "1", *broken, timeout=300)  # fmt: skip
     result.assert_outcomes(failed=1)
     text = "\n".join(result.outlines)
     assert "final partial line" in text
