@@ -73,9 +73,9 @@ class BareClient:
 
         sel = selectors.DefaultSelector()
         for _ in range(self._children):
-            conn, _ = self._server.accept()
-            self._conns.append(conn)
-            sel.register(conn, selectors.EVENT_READ, bytearray())
+            accepted, _ = self._server.accept()
+            self._conns.append(accepted)
+            sel.register(accepted, selectors.EVENT_READ, bytearray())
         while sel.get_map():
             for key, _ in sel.select():
                 conn, buf = key.fileobj, key.data

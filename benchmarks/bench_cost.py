@@ -31,6 +31,7 @@ from cpu_accounting import COMPONENTS, Parts, per_million, sample
 from pipe_sink import PipeSink
 
 from fake_procs import Script, script
+from fake_procs.content import Flavour
 from pytest_meshlog.stack import ChildSpec, LoggingMeshClient, StackConfig
 
 CONFIG = StackConfig(enable_log_forwarding=True, env="local")
@@ -43,9 +44,9 @@ class Run:
     cpu: dict[str, float]  # seconds per million delivered lines
 
 
-def _flood(flavour: str, lines: int) -> Script:
+def _flood(flavour: Flavour, lines: int) -> Script:
     """A ready line, a barrier (the release), the flood, then idle until stopped."""
-    return script(1, flavour=flavour).line("ready").barrier(120).flood(lines, LINE_BYTES - 1).hang()  # type: ignore[arg-type]
+    return script(1, flavour=flavour).line("ready").barrier(120).flood(lines, LINE_BYTES - 1).hang()
 
 
 def _wait(count: Callable[[], int], want: int, what: str, seconds: float = 300) -> None:
@@ -56,7 +57,7 @@ def _wait(count: Callable[[], int], want: int, what: str, seconds: float = 300) 
         time.sleep(0.002)
 
 
-def _release(release: Callable[[], None], count: Callable[[], int]) -> None:
+def _release(release: Callable[[], object], count: Callable[[], int]) -> None:
     """Release the children's barrier until the flood has begun: a child that has written
     its ready line may not be waiting yet, and a barrier wait takes only a later ack."""
     deadline = time.monotonic() + 60
@@ -69,7 +70,9 @@ def _release(release: Callable[[], None], count: Callable[[], int]) -> None:
             time.sleep(0.001)
 
 
-def _measure(parts: Parts, release: Callable[[], None], count: Callable[[], int], want: int) -> Run:
+def _measure(
+    parts: Parts, release: Callable[[], object], count: Callable[[], int], want: int
+) -> Run:
     before = sample(parts)
     t0 = time.perf_counter()
     _release(release, count)
@@ -80,7 +83,7 @@ def _measure(parts: Parts, release: Callable[[], None], count: Callable[[], int]
     return Run(flood / elapsed, per_million(before, after, flood))
 
 
-def stack_run(flavour: str, children: int, lines: int) -> Run:
+def stack_run(flavour: Flavour, children: int, lines: int) -> Run:
     with tempfile.TemporaryDirectory() as tmp, PipeSink() as sink:
         path = Path(tmp) / "script.json"
         _flood(flavour, lines).write(path)
@@ -105,7 +108,7 @@ def stack_run(flavour: str, children: int, lines: int) -> Run:
             return run
 
 
-def bare_run(flavour: str, children: int, lines: int) -> Run:
+def bare_run(flavour: Flavour, children: int, lines: int) -> Run:
     with tempfile.TemporaryDirectory() as tmp, PipeSink() as sink:
         path = Path(tmp) / "script.json"
         _flood(flavour, lines).write(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -38,8 +39,9 @@ class Parts:
         return cls(hosts, children, sink, threading.get_native_id())
 
 
-def _busy(threads: Iterable[psutil._common.pthread]) -> float:  # type: ignore[name-defined]
-    return sum(t.user_time + t.system_time for t in threads)
+def _busy(threads: Iterable[Any]) -> float:
+    """CPU seconds of psutil thread records (`Process.threads()`)."""
+    return float(sum(t.user_time + t.system_time for t in threads))
 
 
 def sample(parts: Parts) -> dict[str, float]:
