@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_meshlog.stack import wire
+from pytest_meshlog.stack.blobs import Lines
 from pytest_meshlog.stack.client import LogClientActor
 from pytest_meshlog.stack.file_appender import FileAppender
 from pytest_meshlog.stack.journal import Journal, read_journal
@@ -57,8 +58,8 @@ def test_file_appender_close_writes_everything_already_posted(tmp_path: Path) ->
     async def scenario() -> FileAppender:
         files = FileAppender(str(tmp_path), "t", "h", Journal(tmp_path, "host0"))
         for i in range(500):
-            files.post("stdout", [f"{i}-a".encode(), f"{i}-b".encode()])
-            files.post("stderr", [f"{i}".encode()])
+            files.post("stdout", Lines(f"{i}-a\n{i}-b".encode(), 2))
+            files.post("stderr", Lines(f"{i}".encode(), 1))
         await files.close(5)  # the stop comes before any writer task was scheduled
         return files
 
@@ -73,11 +74,11 @@ def test_file_appender_close_is_level_triggered(tmp_path: Path) -> None:
 
     async def scenario() -> FileAppender:
         files = FileAppender(str(tmp_path), "t", "h", Journal(tmp_path, "host0"))
-        files.post("stdout", [b"first"])
+        files.post("stdout", Lines(b"first", 1))
         await asyncio.sleep(0)  # writers run once and block on their queues
         files.stop.set()  # the signal alone, before close() posts its end markers
         await asyncio.sleep(0.01)
-        files.post("stdout", [b"late"])  # refused after stop, and journaled
+        files.post("stdout", Lines(b"late", 1))  # refused after stop, and journaled
         await files.close(5)
         return files
 

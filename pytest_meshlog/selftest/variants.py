@@ -101,8 +101,8 @@ def _lost_wakeup() -> None:
             batch = await queue.get()
             if batch is None:
                 continue
-            os.write(fd, b"\n".join(batch) + b"\n")
-            self.lines_written[stream] += len(batch)
+            os.write(fd, batch.blob + b"\n")
+            self.lines_written[stream] += batch.nlines
         os.close(fd)
 
     async def close(self: fa.FileAppender, timeout: float) -> None:
@@ -128,8 +128,8 @@ def _file_queue_dropped_on_close() -> None:
                 break
             if self.write_delay:
                 await asyncio.sleep(self.write_delay)
-            os.write(fd, b"\n".join(batch) + b"\n")
-            self.lines_written[stream] += len(batch)
+            os.write(fd, batch.blob + b"\n")
+            self.lines_written[stream] += batch.nlines
         os.close(fd)
 
     fa.FileAppender._writer = writer  # type: ignore[method-assign]
@@ -156,8 +156,8 @@ def _file_writer_skips_final_flush() -> None:
             batch = await queue.get()
             if batch is None:
                 break
-            out.write(b"\n".join(batch) + b"\n")
-            self.lines_written[stream] += len(batch)
+            out.write(batch.blob + b"\n")
+            self.lines_written[stream] += batch.nlines
         os.close(fd)  # the buffered block never reaches the file
 
     fa.FileAppender._writer = writer  # type: ignore[method-assign]
@@ -165,6 +165,7 @@ def _file_writer_skips_final_flush() -> None:
 
 def _tee_eof(flush_times: int, forward_tail: bool) -> None:
     from pytest_meshlog.stack import tee
+    from pytest_meshlog.stack.blobs import Lines
 
     def eof(self: tee.StreamFwder) -> None:
         if self.done.is_set():
@@ -173,7 +174,7 @@ def _tee_eof(flush_times: int, forward_tail: bool) -> None:
         self.done.set()
         tail = self.framer.take_partial()
         if tail is not None and forward_tail:
-            self._forward([tail])
+            self._forward(Lines(tail, 1))
             self.journal(Ev.PARTIAL_FORWARDED, rank=self.rank, stream=self.stream, nbytes=len(tail))
         self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
         self.journal(Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.bytes_read)

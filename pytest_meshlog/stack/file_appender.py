@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from .blobs import Lines
 from .journal import Ev, Journal
 
 STREAMS = ("stdout", "stderr")
@@ -28,6 +29,9 @@ QUEUE_HIGH_BYTES = 256 * 1024
 """Queued bytes of one stream above which the tees feeding it are held."""
 QUEUE_LOW_BYTES = QUEUE_HIGH_BYTES // 2
 """...and at or below which they read again."""
+WRITE_MOST_BATCHES = 64
+"""Batches a writer takes from its queue for one write: a system call per batch was most
+of a writer's cost, and each batch is still written whole, in order, and flushed."""
 
 
 class FileAppender:
@@ -58,9 +62,7 @@ class FileAppender:
         self._listeners: dict[str, list[tuple[Callable[[], None], Callable[[], None]]]] = {
             s: [] for s in STREAMS
         }
-        self._queues: dict[str, asyncio.Queue[list[bytes] | None]] = {
-            s: asyncio.Queue() for s in STREAMS
-        }
+        self._queues: dict[str, asyncio.Queue[Lines | None]] = {s: asyncio.Queue() for s in STREAMS}
         self._fds = {
             s: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             for s, p in self.paths.items()
@@ -103,15 +105,15 @@ class FileAppender:
         for _hold, release in self._listeners[stream]:
             release()
 
-    def post(self, stream: str, lines: list[bytes]) -> None:
+    def post(self, stream: str, lines: Lines) -> None:
         """Queue a batch for the stream's writer; never blocks the tee (a full queue holds
         the tee's reading instead)."""
         if self.stop.is_set():
-            self.journal(Ev.FILE_POST_AFTER_CLOSE, stream=stream, lines=len(lines))
+            self.journal(Ev.FILE_POST_AFTER_CLOSE, stream=stream, lines=lines.nlines)
             return
         self._queues[stream].put_nowait(lines)
-        self.posted_lines[stream] += len(lines)
-        size = _size(lines)
+        self.posted_lines[stream] += lines.nlines
+        size = len(lines.blob) + 1
         if size > self.largest_post[stream]:
             self.largest_post[stream] = size
         if self._held[stream]:
@@ -134,28 +136,44 @@ class FileAppender:
                 batch = await queue.get()
                 if batch is _END:
                     break
-                started = time.monotonic()
-                if self.write_delay:
-                    await asyncio.sleep(self.write_delay)
-                data = b"\n".join(batch) + b"\n"
-                size = len(data)
-                try:
-                    while data:
-                        data = data[os.write(fd, data) :]
-                    self.lines_written[stream] += len(batch)
-                except OSError as exc:
-                    self.write_errors[stream] += len(batch)
-                    self.journal(
-                        Ev.FILE_WRITE_ERROR, stream=stream, lines=len(batch), error=str(exc)
-                    )
-                took = time.monotonic() - started
-                if took > self.slowest_batch_s[stream]:
-                    self.slowest_batch_s[stream] = took
-                self.queued_bytes[stream] -= size
-                if self._held[stream] and self.queued_bytes[stream] <= QUEUE_LOW_BYTES:
-                    self._release(stream)
+                batches = [batch]
+                ended = False
+                most = 1 if self.write_delay else WRITE_MOST_BATCHES  # a slow disk: per batch
+                while not queue.empty() and len(batches) < most:
+                    more = queue.get_nowait()
+                    if more is _END:
+                        ended = True
+                        break
+                    batches.append(more)
+                await self._write(stream, fd, batches)
+                if ended:
+                    break
         finally:
             os.close(fd)
+
+    async def _write(self, stream: str, fd: int, batches: list[Lines]) -> None:
+        """Write queued batches in one go: each line and its newline, then flushed (an
+        unbuffered write; nothing waits in this process once it returns)."""
+        started = time.monotonic()
+        if self.write_delay:
+            await asyncio.sleep(self.write_delay)
+        data = b"\n".join(b.blob for b in batches) + b"\n"
+        size = len(data)
+        lines = sum(b.nlines for b in batches)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            self.lines_written[stream] += lines
+        except OSError as exc:
+            self.write_errors[stream] += lines
+            self.journal(Ev.FILE_WRITE_ERROR, stream=stream, lines=lines, error=str(exc))
+        took = (time.monotonic() - started) / len(batches)
+        if took > self.slowest_batch_s[stream]:
+            self.slowest_batch_s[stream] = took
+        self.queued_bytes[stream] -= size
+        if self._held[stream] and self.queued_bytes[stream] <= QUEUE_LOW_BYTES:
+            self._release(stream)
 
     async def close(self, timeout: float) -> None:
         """Stop the writers after everything already posted is written; a writer still
@@ -197,8 +215,3 @@ class FileAppender:
     def _unwritten(self, stream: str) -> int:
         """Lines posted to `stream` that its cancelled writer never wrote (nor failed to)."""
         return self.posted_lines[stream] - self.lines_written[stream] - self.write_errors[stream]
-
-
-def _size(lines: list[bytes]) -> int:
-    """Bytes a batch takes in the file (each line plus its newline)."""
-    return sum(map(len, lines)) + len(lines)

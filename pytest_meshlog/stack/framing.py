@@ -8,6 +8,7 @@ boundary at or below it and suffixed TRUNCATED_SUFFIX; then the `[rank] ` prefix
 
 from __future__ import annotations
 
+from .blobs import Lines
 from .config import MAX_LINE_SIZE
 
 TRUNCATED_SUFFIX = "... [TRUNCATED]"
@@ -35,10 +36,11 @@ def _strip_cr(raw: bytes) -> bytes:
     return raw[:-1] if raw.endswith(b"\r") else raw
 
 
-def _finish_lines(raw: bytes, prefix: bytes) -> list[bytes]:
-    """Finish the complete lines `raw` holds (newline-separated, none after the last).
+def _finish_blob(raw: bytes, prefix: bytes) -> bytes:
+    """Finish the complete lines `raw` holds (newline-separated, none after the last),
+    returned joined the same way.
 
-    The rules are applied to all of them at once, in C, instead of line by line: a `\r`
+    The rules are applied to all of them at once, in C, instead of line by line: a `\\r`
     before a newline goes in one replace, and decoding the lines together gives each what
     decoding it alone would (a newline is never part of a UTF-8 sequence and ends any
     unfinished one). Only a chunk with a line to truncate is finished line by line."""
@@ -50,12 +52,22 @@ def _finish_lines(raw: bytes, prefix: bytes) -> list[bytes]:
             text.decode("utf-8")  # valid UTF-8 decodes to itself: no need to re-encode it
         except UnicodeDecodeError:
             text = text.decode("utf-8", errors="replace").encode("utf-8")
-    lines = text.split(b"\n")
-    if len(text) > MAX_LINE_SIZE and max(map(len, lines)) > MAX_LINE_SIZE:
-        return [finish_line(_strip_cr(line), prefix) for line in raw.split(b"\n")]
-    if prefix and b"\n" not in prefix:
-        return (prefix + text.replace(b"\n", b"\n" + prefix)).split(b"\n")
-    return [prefix + line for line in lines] if prefix else lines
+    if _has_long_line(text, MAX_LINE_SIZE):
+        return b"\n".join(finish_line(_strip_cr(line), prefix) for line in raw.split(b"\n"))
+    return prefix + text.replace(b"\n", b"\n" + prefix) if prefix else text
+
+
+def _has_long_line(text: bytes, limit: int) -> bool:
+    """Whether a line of `text` is longer than `limit`: a window of `limit + 1` bytes with
+    no newline in it. Each step jumps to the last newline of the next window, so a chunk
+    of short lines takes about len/limit searches, not one per line."""
+    pos, end = 0, len(text)
+    while end - pos > limit:
+        newline = text.rfind(b"\n", pos, pos + limit + 1)
+        if newline < 0:
+            return True
+        pos = newline + 1
+    return False
 
 
 class LineFramer:
@@ -64,27 +76,39 @@ class LineFramer:
     __slots__ = ("_buf", "_overflowed", "_prefix")
 
     def __init__(self, prefix: bytes = b"") -> None:
+        if b"\n" in prefix:
+            raise ValueError(f"a line prefix cannot hold a newline: {prefix!r}")
         self._prefix = prefix
         self._buf = b""
         self._overflowed = False
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Frame a chunk; returns the lines it completed (possibly none)."""
+        lines = self.feed_blob(chunk)
+        return [] if lines is None else lines.split()
+
+    def feed_blob(self, chunk: bytes) -> Lines | None:
+        """Frame a chunk; the lines it completed as one blob, or None."""
         end = chunk.rfind(b"\n")
         if end < 0:
             self._append(chunk)
-            return []
-        out: list[bytes] = []
+            return None
+        first: bytes | None = None
         start = 0
         if self._buf or self._overflowed:  # the chunk's first line ends the held partial one
             start = chunk.index(b"\n") + 1
             self._append(chunk[: start - 1])
-            out.append(finish_line(_strip_cr(self._buf), self._prefix, self._overflowed))
+            first = finish_line(_strip_cr(self._buf), self._prefix, self._overflowed)
             self._buf, self._overflowed = b"", False
-        if start <= end:
-            out += _finish_lines(chunk[start:end], self._prefix)
         self._append(chunk[end + 1 :])
-        return out
+        if start > end:  # the held line was all the chunk completed
+            assert first is not None
+            return Lines(first, 1)
+        rest = _finish_blob(chunk[start:end], self._prefix)
+        count = chunk.count(b"\n", start, end) + 1
+        if first is None:
+            return Lines(rest, count)
+        return Lines(first + b"\n" + rest, count + 1)
 
     def take_partial(self) -> bytes | None:
         """The final partial line (finished by the rules), or None; empties the buffer."""

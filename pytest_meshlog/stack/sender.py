@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
+from .blobs import Lines
 from .channel import FrameConnection, dial
 from .guards import guard_dialed
 from .journal import Ev, Journal
@@ -91,9 +92,8 @@ class LocalLogSender:
     def active(self) -> bool:
         return self.conn is not None and self.conn.active
 
-    def send(self, lines: list[bytes]) -> bool:
-        n = len(lines)
-        blob = b"\n".join(lines)
+    def send(self, lines: Lines) -> bool:
+        blob, n = lines
         msg = (wire.LOG, self.hostname, self.proc_id, self.target, n, blob, self.next_seq)
         self.next_seq += n
         if not self.in_fallback:
@@ -110,9 +110,7 @@ class LocalLogSender:
         if self.in_fallback and self._hand_over(msg):
             return True
         if not self.skipped_lines:
-            self.journal(
-                Ev.SEND_SKIPPED, rank=self.rank, stream=self.stream, lines=len(lines), what="log"
-            )
+            self.journal(Ev.SEND_SKIPPED, rank=self.rank, stream=self.stream, lines=n, what="log")
         self.skipped_lines += n
         return False
 

@@ -9,7 +9,6 @@ driven by readiness callbacks, so `sync` and `abort` can drain what is readable 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import fcntl
 import os
@@ -17,6 +16,7 @@ import struct
 import termios
 from typing import TYPE_CHECKING
 
+from .blobs import Lines, RecentLines, cut
 from .framing import LineFramer
 from .journal import Ev, Journal
 
@@ -54,7 +54,7 @@ class StreamFwder:
         self.batch_lines = batch_lines
         self.journal = journal
         self.framer = LineFramer(prefix)
-        self.recent: collections.deque[bytes] = collections.deque(maxlen=PEEK_LINES)
+        self.recent = RecentLines(PEEK_LINES)
         self.stop = asyncio.Event()
         self.done = asyncio.Event()
         self.bytes_read = 0
@@ -78,7 +78,7 @@ class StreamFwder:
 
     def peek(self) -> list[bytes]:
         """The most recent lines, oldest first."""
-        return list(self.recent)
+        return self.recent.peek()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -121,8 +121,8 @@ class StreamFwder:
             return 0
         self.bytes_read += len(chunk)
         self._console(chunk)
-        lines = self.framer.feed(chunk)
-        if lines:
+        lines = self.framer.feed_blob(chunk)
+        if lines is not None:
             self._forward(lines)
         return len(chunk)
 
@@ -151,11 +151,9 @@ class StreamFwder:
         except OSError as exc:
             self.error = exc
 
-    def _forward(self, lines: list[bytes]) -> None:
-        self.recent.extend(lines)
-        n = self.batch_lines
-        for start in range(0, len(lines), n):
-            batch = lines[start : start + n] if len(lines) > n else lines
+    def _forward(self, lines: Lines) -> None:
+        self.recent.add(lines)
+        for batch in cut(lines, self.batch_lines):
             if self.sender is not None:
                 self.sender.send(batch)
             if self.files is not None:
@@ -169,7 +167,7 @@ class StreamFwder:
         self.done.set()
         tail = self.framer.take_partial()
         if tail is not None:
-            self._forward([tail])
+            self._forward(Lines(tail, 1))
             self.journal(Ev.PARTIAL_FORWARDED, rank=self.rank, stream=self.stream, nbytes=len(tail))
         self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
         self.journal(Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
