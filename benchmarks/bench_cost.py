@@ -1,6 +1,6 @@
 """The cost of a line: the stack against the bare relay, per component, per content kind.
 
-    python benchmarks/bench_cost.py [--repeat N] [--lines N] [--children N]
+    python benchmarks/bench_cost.py [--repeat N] [--lines N] [--children N] [--batch-lines N]
 
 Each run floods `lines` 41-byte lines from each of 2 children through one mesh, with the
 client printing into a pipe that a separate process reads and counts (the same kind of
@@ -8,7 +8,9 @@ sink Monarch's benchmark reads; see pipe_sink.py). Stack and bare relay runs alt
 so their ratio comes from one sitting. Per run: delivered lines/s (from the release of
 the flood until the client holds every line) and CPU seconds per million delivered lines
 of each component (cpu_accounting.py), taken between the release and the last line, so
-start-up and teardown are not in it. Prints medians.
+start-up and teardown are not in it. Prints medians. `--batch-lines` sets the stack's
+HYPERACTOR_READ_LOG_BUFFER (100 by default): every hop pays per batch, so this is the
+stack's main cost knob.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -83,12 +85,13 @@ def _measure(
     return Run(flood / elapsed, per_million(before, after, flood))
 
 
-def stack_run(flavour: Flavour, children: int, lines: int) -> Run:
+def stack_run(flavour: Flavour, children: int, lines: int, batch_lines: int = 100) -> Run:
     with tempfile.TemporaryDirectory() as tmp, PipeSink() as sink:
         path = Path(tmp) / "script.json"
         _flood(flavour, lines).write(path)
         specs = [ChildSpec(Script.child_argv(path)) for _ in range(children)]
-        with LoggingMeshClient(CONFIG, workdir=Path(tmp) / "m", sink=sink.stack_sink) as mesh:
+        config = replace(CONFIG, read_log_buffer=batch_lines)
+        with LoggingMeshClient(config, workdir=Path(tmp) / "m", sink=sink.stack_sink) as mesh:
             mesh.spawn(specs, timeout=120)
 
             def count() -> int:
@@ -128,18 +131,21 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per row (default 3)")
     parser.add_argument("--lines", type=int, default=500_000, help="lines per child")
     parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--batch-lines", type=int, default=100, help="the stack's batch size")
     args = parser.parse_args()
     rows: dict[str, list[Run]] = {}
-    kinds = {"stack": stack_run, "bare": bare_run}
     for _ in range(args.repeat):
         for flavour in ("ascii", "mixed"):
-            for kind, fn in kinds.items():
-                rows.setdefault(f"{kind} {flavour}", []).append(
-                    fn(flavour, args.children, args.lines)
-                )
+            rows.setdefault(f"stack {flavour}", []).append(
+                stack_run(flavour, args.children, args.lines, args.batch_lines)
+            )
+            rows.setdefault(f"bare {flavour}", []).append(
+                bare_run(flavour, args.children, args.lines)
+            )
     cols = (*COMPONENTS, "stack")
     print(
-        f"\n{args.children} children x {args.lines:,} lines of {LINE_BYTES} bytes, medians of {args.repeat}"
+        f"\n{args.children} children x {args.lines:,} lines of {LINE_BYTES} bytes, "
+        f"batches of {args.batch_lines} lines, medians of {args.repeat}"
     )
     print(f"{'':14}{'lines/s':>11}" + "".join(f"{c:>10}" for c in cols) + "   (CPU s per M lines)")
     med: dict[str, Run] = {}

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_meshlog.stack.blobs import Lines, RecentLines, cut
+from pytest_meshlog.stack.blobs import Cutter, Lines, RecentLines
 from pytest_meshlog.stack.framing import LineFramer
 
 # lines of very different lengths, so a batch's size is a poor guess of the next one's
@@ -19,19 +19,27 @@ def as_lines(lines: list[bytes]) -> Lines:
     return Lines(b"\n".join(lines), len(lines))
 
 
-@given(st.lists(line, min_size=1, max_size=400), st.integers(1, 120))
-def test_cut_is_the_lines_in_groups_of_at_most(lines: list[bytes], most: int) -> None:
-    got = cut(as_lines(lines), most)
-    want = [lines[i : i + most] for i in range(0, len(lines), most)]
-    assert [b.split() for b in got] == want
-    assert [b.nlines for b in got] == [len(w) for w in want]
+@given(
+    st.lists(st.lists(line, min_size=1, max_size=400), min_size=1, max_size=4), st.integers(1, 120)
+)
+def test_cut_is_the_lines_in_groups_of_at_most(blobs: list[list[bytes]], most: int) -> None:
+    cutter = Cutter(most)  # one per stream: its guess carries over from blob to blob
+    for lines in blobs:
+        got = cutter.cut(b"\n".join(lines))
+        want = [lines[i : i + most] for i in range(0, len(lines), most)]
+        assert [b.split() for b in got] == want
+        assert [b.nlines for b in got] == [len(w) for w in want]
 
 
 def test_cut_of_uniform_lines_into_batches_of_a_hundred() -> None:
     lines = [b"%040d" % i for i in range(1601)]
-    got = cut(as_lines(lines), 100)
+    got = Cutter(100).cut(b"\n".join(lines))
     assert [b.nlines for b in got] == [100] * 16 + [1]
     assert b"\n".join(b.blob for b in got) == b"\n".join(lines)
+
+
+def test_a_blob_ending_in_an_empty_line_keeps_it() -> None:
+    assert Cutter(2).cut(b"a\nb\n") == [Lines(b"a\nb", 2), Lines(b"", 1)]
 
 
 @given(st.lists(st.lists(line, min_size=1, max_size=30), max_size=20), st.integers(0, 50))
@@ -43,12 +51,12 @@ def test_recent_lines_are_the_last_lines_added(batches: list[list[bytes]], size:
     assert ring.peek() == (every[-size:] if size else [])
 
 
-def test_feed_blob_counts_the_lines_it_completed() -> None:
+def test_feed_blob_joins_the_lines_it_completed() -> None:
     framer = LineFramer(b"[3] ")
     assert framer.feed_blob(b"held") is None
     got = framer.feed_blob(b" part\r\nsecond\n\nfour\nrest")
-    assert got == Lines(b"[3] held part\n[3] second\n[3] \n[3] four", 4)
-    assert framer.feed_blob(b"\n") == Lines(b"[3] rest", 1)
+    assert got == b"[3] held part\n[3] second\n[3] \n[3] four"
+    assert framer.feed_blob(b"\n") == b"[3] rest"
 
 
 def test_a_prefix_with_a_newline_is_refused_by_name() -> None:

@@ -2,8 +2,8 @@
 
 A 64 KiB read of 41-byte lines is 1,600 lines; making an object of each (split, then
 join again per batch) was most of the host's time. The tee keeps a read's lines as one
-blob, cuts it into batches with a few C-level searches per batch, and splits lines out
-only when someone asks for them (`RecentLines.peek`).
+blob, cuts it into batches with a few C-level searches per batch (`Cutter`), and splits
+lines out only when someone asks for them (`RecentLines.peek`).
 """
 
 from __future__ import annotations
@@ -23,37 +23,43 @@ class Lines(NamedTuple):
         return self.blob.split(b"\n")
 
 
-def cut(lines: Lines, most: int) -> list[Lines]:
-    """`lines` in batches of `most` lines (the last may hold fewer), in order."""
-    blob, count = lines
-    if count <= most:
-        return [lines]
-    out: list[Lines] = []
-    pos = 0
-    stride = len(blob) * most // count  # a guess at a batch's size, refined as we go
-    while count > most:
-        end = _nth_newline(blob, pos, most, pos + max(stride, 1))
-        out.append(Lines(blob[pos:end], most))
-        stride = end + 1 - pos
-        pos = end + 1
-        count -= most
-    out.append(Lines(blob[pos:], count))
-    return out
+class Cutter:
+    """Cuts blobs into batches of `most` lines (the last may hold fewer), for one stream.
 
+    Each batch costs a count of the newlines up to a guess of its end (the size of the
+    stream's batch before it), and a step or two from there: a blob's newlines are counted
+    once in all, and no line becomes an object."""
 
-def _nth_newline(blob: bytes, pos: int, n: int, guess: int) -> int:
-    """The index of the `n`th newline at or after `pos` (there are at least `n`): count
-    the newlines before `guess`, then step from there to the right one."""
-    have = blob.count(b"\n", pos, guess)
-    if have >= n:  # the guess went past it: step back from the last one before `guess`
-        end = guess
-        for _ in range(have - n + 1):
-            end = blob.rfind(b"\n", pos, end)
-        return end
-    end = guess - 1
-    for _ in range(n - have):
-        end = blob.find(b"\n", end + 1)
-    return end
+    __slots__ = ("most", "stride")
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.stride = most * 80  # the guess before any batch was cut
+
+    def cut(self, blob: bytes) -> list[Lines]:
+        most = self.most
+        out: list[Lines] = []
+        pos, size = 0, len(blob)
+        while True:
+            guess = pos + self.stride
+            have = blob.count(b"\n", pos, guess)
+            if have < most:
+                if guess >= size:  # the rest is the last batch
+                    out.append(Lines(blob[pos:], have + 1))
+                    return out
+                end = guess - 1
+                for found in range(most - have):
+                    end = blob.find(b"\n", end + 1)
+                    if end < 0:  # fewer than `most` lines are left
+                        out.append(Lines(blob[pos:], have + found + 1))
+                        return out
+            else:  # the guess went past the batch's end: step back from the last newline
+                end = guess
+                for _ in range(have - most + 1):
+                    end = blob.rfind(b"\n", pos, end)
+            out.append(Lines(blob[pos:end], most))
+            self.stride = end + 1 - pos
+            pos = end + 1
 
 
 class RecentLines:

@@ -8,7 +8,6 @@ boundary at or below it and suffixed TRUNCATED_SUFFIX; then the `[rank] ` prefix
 
 from __future__ import annotations
 
-from .blobs import Lines
 from .config import MAX_LINE_SIZE
 
 TRUNCATED_SUFFIX = "... [TRUNCATED]"
@@ -84,11 +83,12 @@ class LineFramer:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Frame a chunk; returns the lines it completed (possibly none)."""
-        lines = self.feed_blob(chunk)
-        return [] if lines is None else lines.split()
+        blob = self.feed_blob(chunk)
+        return [] if blob is None else blob.split(b"\n")
 
-    def feed_blob(self, chunk: bytes) -> Lines | None:
-        """Frame a chunk; the lines it completed as one blob, or None."""
+    def feed_blob(self, chunk: bytes) -> bytes | None:
+        """Frame a chunk; the lines it completed joined by `\\n` (none after the last),
+        or None when it completed none."""
         end = chunk.rfind(b"\n")
         if end < 0:
             self._append(chunk)
@@ -102,13 +102,9 @@ class LineFramer:
             self._buf, self._overflowed = b"", False
         self._append(chunk[end + 1 :])
         if start > end:  # the held line was all the chunk completed
-            assert first is not None
-            return Lines(first, 1)
+            return first
         rest = _finish_blob(chunk[start:end], self._prefix)
-        count = chunk.count(b"\n", start, end) + 1
-        if first is None:
-            return Lines(rest, count)
-        return Lines(first + b"\n" + rest, count + 1)
+        return rest if first is None else first + b"\n" + rest
 
     def take_partial(self) -> bytes | None:
         """The final partial line (finished by the rules), or None; empties the buffer."""

@@ -16,7 +16,7 @@ import struct
 import termios
 from typing import TYPE_CHECKING
 
-from .blobs import Lines, RecentLines, cut
+from .blobs import Cutter, Lines, RecentLines
 from .framing import LineFramer
 from .journal import Ev, Journal
 
@@ -55,6 +55,7 @@ class StreamFwder:
         self.journal = journal
         self.framer = LineFramer(prefix)
         self.recent = RecentLines(PEEK_LINES)
+        self.cutter = Cutter(batch_lines)
         self.stop = asyncio.Event()
         self.done = asyncio.Event()
         self.bytes_read = 0
@@ -121,9 +122,9 @@ class StreamFwder:
             return 0
         self.bytes_read += len(chunk)
         self._console(chunk)
-        lines = self.framer.feed_blob(chunk)
-        if lines is not None:
-            self._forward(lines)
+        blob = self.framer.feed_blob(chunk)
+        if blob is not None:
+            self._forward(self.cutter.cut(blob))
         return len(chunk)
 
     def drain(self) -> int:
@@ -151,9 +152,9 @@ class StreamFwder:
         except OSError as exc:
             self.error = exc
 
-    def _forward(self, lines: Lines) -> None:
-        self.recent.add(lines)
-        for batch in cut(lines, self.batch_lines):
+    def _forward(self, batches: list[Lines]) -> None:
+        for batch in batches:
+            self.recent.add(batch)
             if self.sender is not None:
                 self.sender.send(batch)
             if self.files is not None:
@@ -167,7 +168,7 @@ class StreamFwder:
         self.done.set()
         tail = self.framer.take_partial()
         if tail is not None:
-            self._forward(Lines(tail, 1))
+            self._forward([Lines(tail, 1)])
             self.journal(Ev.PARTIAL_FORWARDED, rank=self.rank, stream=self.stream, nbytes=len(tail))
         self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
         self.journal(Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
