@@ -245,7 +245,7 @@ def _forwarder_relays_undecoded() -> None:
         conn.on_raw = relay_raw.__get__(self)
         return conn  # no secret, no checks: any peer of this user is heard
 
-    def relay_raw(self: forwarder.LogForwardActor, conn: FrameConnection, body: bytes) -> bool:
+    def relay_raw(self: forwarder.LogForwardActor, conn: FrameConnection, body: memoryview) -> bool:
         if not wire.is_log(body):
             return False
         if self.stream_to_client and self.client is not None:

@@ -79,7 +79,7 @@ class FrameConnection(asyncio.Protocol):
     ) -> None:
         self.on_message = on_message
         self.on_closed = on_closed
-        self.on_raw: Callable[[FrameConnection, bytes], bool] | None = None
+        self.on_raw: Callable[[FrameConnection, memoryview], bool] | None = None
         """Sees each frame body first; True means handled (a relay passing frames on)."""
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
@@ -106,7 +106,7 @@ class FrameConnection(asyncio.Protocol):
         self.read_after_write_error = 0
         """Bytes read to the end after a failed write (finding: a write error discarded them)."""
         self._decoder = FrameDecoder(max_frame)
-        self._outgoing: list[bytes] | None = None  # frames waiting for the end of this turn
+        self._outgoing: list[bytes | memoryview] | None = None  # waiting for this turn's end
         self.submitted = 0
         """Bytes of frames handed to this connection so far (see `left`)."""
         self._hello_timer: asyncio.TimerHandle | None = None
@@ -257,11 +257,17 @@ class FrameConnection(asyncio.Protocol):
         if self.on_resume is not None:
             self.on_resume()
 
-    def send_frame(self, body: bytes, *, defer: bool = False) -> bool:
-        """Pass an already-encoded frame body on unchanged."""
+    def send_frame(self, body: bytes | memoryview, *, defer: bool = False) -> bool:
+        """Pass an already-encoded frame body on unchanged (deferred, the body is copied
+        once, into this turn's write, with its length header beside it)."""
         if not self.active:
             return False
-        self._write(frame(body), defer)
+        if defer and self._outgoing is not None:
+            head = wire.frame_header(body)
+            self.submitted += len(head) + len(body)
+            self._outgoing += (head, body)
+        else:
+            self._write(frame(body), defer)
         return True
 
     def send(self, msg: tuple[Any, ...], *, defer: bool = False) -> bool:

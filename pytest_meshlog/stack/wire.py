@@ -92,35 +92,47 @@ class FrameDecoder:
         """Bytes held for a frame not yet complete."""
         return len(self._buf)
 
-    def frames(self, data: bytes, first_only: bool = False) -> list[bytes]:
+    def frames(self, data: bytes, first_only: bool = False) -> list[memoryview]:
         """The bodies of every frame completed by `data` (length prefix removed); with
-        `first_only`, at most one, the rest stays buffered (the limit may change after it)."""
+        `first_only`, at most one, the rest stays buffered (the limit may change after it).
+
+        A body is a view of the bytes received, not a copy (a relay passes it on, a decode
+        copies what it keeps); only an incomplete frame's bytes are held between calls."""
         buf = self._buf
-        buf += data
-        out: list[bytes] = []
+        if buf:
+            buf += data
+            if len(buf) >= 4:
+                (size,) = _LEN.unpack_from(buf, 0)
+                if size <= self.limit and len(buf) - 4 < size:
+                    return []  # still incomplete: nothing to copy yet
+            data = bytes(buf)
+            buf.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)
+        view = memoryview(data)
+        out: list[memoryview] = []
         pos = 0
-        end = len(buf)
+        end = len(data)
         limit = self.limit
         while end - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if size > limit:
-                del buf[:]  # nothing of a refused frame is kept
+            (size,) = _LEN.unpack_from(data, pos)
+            if size > limit:  # nothing of a refused frame is kept
                 raise FrameError(f"frame of {size} bytes exceeds the {limit}-byte limit")
             if end - pos - 4 < size:
                 break
-            out.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            out.append(view[pos + 4 : pos + 4 + size])
             pos += 4 + size
             if first_only:
                 break
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            buf += view[pos:]
         return out
 
     def feed(self, data: bytes) -> list[Any]:
         return [decode(body) for body in self.frames(data)]
 
 
-def decode(body: bytes) -> Any:
+def decode(body: bytes | memoryview) -> Any:
     """One frame body to its message; FrameError when it is not a message array."""
     try:
         msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
@@ -218,12 +230,17 @@ def check_control(msg: Any, kinds: tuple[int, ...]) -> None:
         raise _fail(what, msg)
 
 
-def is_log(body: bytes) -> bool:
+def is_log(body: bytes | memoryview) -> bool:
     """A LOG frame, told from its first two bytes (fixarray header, then kind 0): a relay
     then checks it with `check_log` and passes the body on unchanged."""
     return len(body) > 1 and 0x90 <= body[0] <= 0x9F and body[1] == LOG
 
 
-def frame(body: bytes) -> bytes:
+def frame_header(body: bytes | memoryview) -> bytes:
+    """The length prefix of a frame whose body is `body`."""
+    return _LEN.pack(len(body))
+
+
+def frame(body: bytes | memoryview) -> bytes:
     """A frame body back into a frame (for relaying it unchanged)."""
     return _LEN.pack(len(body)) + body
