@@ -54,8 +54,9 @@ class LogClientActor:
         self.forwarders: dict[int, FrameConnection] = {}
         self.said_bye: set[int] = set()
         self.lost: set[int] = set()
-        self._printing: list[tuple[int, bytes]] = []
-        """Lines kept this loop turn, printed together at its end (`_print_out`)."""
+        self._printing: list[tuple[int, list[bytes]]] = []
+        """Output of lines kept this loop turn, per run of one stream, printed at its end."""
+        self._heads: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self.aggregates = AggregateWindow(self._print_now, journal)
         self.barriers = Barriers(journal, before_complete=self._before_barrier_completes)
         self._server: asyncio.AbstractServer | None = None
@@ -230,33 +231,44 @@ class LogClientActor:
         if count > self.max_batch:
             self.max_batch = count
         if self.aggregates.window is None:
-            head = f"[{hostname} {proc_id}] ".encode()
-            self._print(target, head + blob.replace(b"\n", b"\n" + head) + b"\n")
+            head, newline_head = self._head(hostname, proc_id)
+            self._print(target, (head, blob.replace(b"\n", newline_head), b"\n"))
         else:
             self.aggregates.add(target, blob)
 
     # -- printing ---------------------------------------------------------------------------
 
-    def _print(self, target: int, data: bytes) -> None:
+    def _head(self, hostname: str, proc_id: str) -> tuple[bytes, bytes]:
+        """The `[hostname proc_id] ` each printed line starts with (and after a newline)."""
+        key = (hostname, proc_id)
+        heads = self._heads.get(key)
+        if heads is None:
+            if len(self._heads) >= 4096:  # names come from peers: bound what is remembered
+                self._heads.clear()
+            head = f"[{hostname} {proc_id}] ".encode()
+            self._heads[key] = heads = (head, b"\n" + head)
+        return heads
+
+    def _print(self, target: int, parts: tuple[bytes, ...]) -> None:
         """Print at the end of this loop turn, with everything else kept in it: one sink
-        write per turn and stream instead of one per batch (most of the client's cost)."""
-        if not self._printing:
+        write per turn and stream (joined once) instead of one per batch."""
+        printing = self._printing
+        if printing and printing[-1][0] == target:
+            printing[-1][1].extend(parts)
+            return
+        if not printing:
             try:
                 asyncio.get_running_loop().call_soon(self._print_out)
             except RuntimeError:  # off the loop (a unit test driving the client): at once
-                self.sink(target, data)
+                self.sink(target, b"".join(parts))
                 return
-        self._printing.append((target, data))
+        printing.append((target, list(parts)))
 
     def _print_out(self) -> None:
-        """Print what waits, in order (runs of one stream in one write)."""
+        """Print what waits, in order: each run of one stream in one write."""
         out, self._printing = self._printing, []
-        start = 0
-        for end in range(1, len(out) + 1):
-            if end == len(out) or out[end][0] != out[start][0]:
-                chunks = [data for _, data in out[start:end]]
-                self.sink(out[start][0], chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                start = end
+        for target, parts in out:
+            self.sink(target, b"".join(parts))
 
     def _print_now(self, target: int, data: bytes) -> None:
         """Print behind what waits (an aggregate block)."""
