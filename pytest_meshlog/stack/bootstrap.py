@@ -28,12 +28,12 @@ from .private_dirs import PRIVATE_DIR_LOG_ENV
 from .procs import (
     cmdline,
     descendants,
-    holds_write_end,
     kill_quietly,
     pipe_inode,
     pipe_writers,
     reaped,
     start_child_process,
+    still_at,
     write_end_fd,
 )
 from .sender import LocalLogSender
@@ -359,7 +359,7 @@ class BootstrapProcManager:
                     continue
                 pid, inode = child.proc.pid, child.inodes[stream]
                 fd = child.moved.get(stream, _STREAM_FD[stream])
-                if not child.exited.is_set() and holds_write_end(pid, inode, [fd]):
+                if not child.exited.is_set() and still_at(pid, fd, inode):
                     child.let_go.pop(stream, None)
                     continue  # the usual case, one readlink: the child writes to it
                 if now - child.let_go.setdefault(stream, now) < grace:

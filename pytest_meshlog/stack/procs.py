@@ -107,9 +107,15 @@ def pipe_inode(fd: int) -> int:
     return os.fstat(fd).st_ino
 
 
-def holds_write_end(pid: int, inode: int, fds: Iterable[int] | None = None) -> bool:
-    """Whether `pid` has the pipe `inode` open for writing (among `fds`, else any fd)."""
-    return bool(_write_ends(pid, {f"pipe:[{inode}]": inode}, fds))
+def still_at(pid: int, fd: int, inode: int) -> bool:
+    """Whether `pid` still has the pipe `inode` at `fd`: one readlink, for the watcher's
+    every-tick look at each child. A child was only ever handed its pipes' write ends
+    (the host keeps the read ends; an exec'd child gets them close-on-exec and a forked
+    one closes them), so the link alone says it holds the write end."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}") == f"pipe:[{inode}]"
+    except OSError:
+        return False
 
 
 def write_end_fd(pid: int, inode: int) -> int | None:
@@ -117,17 +123,11 @@ def write_end_fd(pid: int, inode: int) -> int | None:
     return _write_ends(pid, {f"pipe:[{inode}]": inode}).get(inode)
 
 
-def _write_ends(
-    pid: int, wanted: dict[str, int], fds: Iterable[int] | None = None
-) -> dict[int, int]:
+def _write_ends(pid: int, wanted: dict[str, int]) -> dict[int, int]:
     """Which pipes of `wanted` (link text -> inode) `pid` holds open for writing, each
     with one descriptor it holds it at."""
     try:
-        names = (
-            [str(fd) for fd in fds]
-            if fds is not None
-            else sorted(os.listdir(f"/proc/{pid}/fd"), key=int)  # a moved pipe is low
-        )
+        names = sorted(os.listdir(f"/proc/{pid}/fd"), key=int)  # a moved pipe is low
     except OSError:
         return {}
     found: dict[int, int] = {}
