@@ -47,9 +47,9 @@ RECV_BYTES = 256 * 1024
 
 class _RecvBuffer(threading.local):
     """The buffer every connection of this thread's loop receives into. asyncio's own
-    receive allocates 256 KiB per call (an mmap, a shrink and an munmap for a 10-byte
-    control message: most of what a forwarder spent on a barrier); a buffered protocol
-    receives into this instead, and its bytes are handled before the next receive."""
+    receive allocates 256 KiB per call (an mmap, a shrink and an munmap even for a
+    10-byte control message); a buffered protocol receives into this instead, and what
+    it received is copied out and handled before the next receive."""
 
     def __init__(self) -> None:
         self.view = memoryview(bytearray(RECV_BYTES))
