@@ -2,7 +2,8 @@
 
 Each event is one unbuffered `os.write` to an O_APPEND file, so an event written right
 before a SIGKILL is on disk. Events are per teardown step or per batch, never per line,
-which keeps the journal off the hot path. `time.monotonic()` is system-wide on Linux,
+which keeps the journal off the hot path; orjson encodes them (a host stopping 64
+children spent a tenth of its time in `json.dumps`). `time.monotonic()` is system-wide on Linux,
 so events of different processes sort onto one timeline.
 """
 
@@ -14,6 +15,8 @@ import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 Event = dict[str, Any]
 
@@ -106,12 +109,19 @@ class Journal:
         if self._fd is None:
             return
         record = {"t": time.monotonic(), "src": self.src, "ev": ev.value, **fields}
-        os.write(self._fd, (json.dumps(record, default=_jsonable) + "\n").encode())
+        try:
+            line = orjson.dumps(record, default=_jsonable, option=_OPTIONS)
+        except orjson.JSONEncodeError:  # what orjson will not take (an int past 64 bits)
+            line = (json.dumps(record, default=_jsonable) + "\n").encode()
+        os.write(self._fd, line)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 def _jsonable(value: Any) -> Any:
@@ -131,8 +141,8 @@ def read_journal(directory: str | os.PathLike[str]) -> list[Event]:
     for path in sorted(root.glob("*.jsonl")):
         for raw in path.read_bytes().splitlines():
             try:
-                events.append(json.loads(raw))
-            except ValueError:
+                events.append(orjson.loads(raw))
+            except ValueError:  # orjson.JSONDecodeError is one
                 continue
     events.sort(key=lambda e: e["t"])
     return events
