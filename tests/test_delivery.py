@@ -6,6 +6,7 @@ journaled."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,54 @@ def test_with_streaming_off_the_fallback_delivers_nothing_either(
     report.assert_clean()
     assert report.stream(0, "stdout").delivered == 0
     assert {x.rule for x in report.lost} == {"streaming-off"}
+
+
+# -- the client's printing: one write per loop turn and stream, all of it before an answer ---
+
+
+def test_the_client_prints_a_turns_batches_in_one_write_per_stream(tmp_path: Path) -> None:
+    writes: list[tuple[int, bytes]] = []
+
+    async def turn() -> None:
+        client = LogClientActor(
+            str(tmp_path / "c.sock"),
+            Journal(None, "driver"),
+            sink=lambda t, d: writes.append((t, d)),
+        )
+        client._on_log(0, "h", "p0", wire.STDOUT, 2, log(0)[5], 0)
+        client._on_log(0, "h", "p0", wire.STDOUT, 2, log(2)[5], 2)
+        client._on_log(0, "h", "p0", wire.STDERR, 1, b"[0] oops", 0)
+        client._on_log(0, "h", "p0", wire.STDOUT, 1, log(4, 1)[5], 4)
+        assert writes == []  # nothing printed within the turn
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    head = b"[h p0] "
+    assert writes == [
+        (wire.STDOUT, b"".join(head + b"[0] line %d\n" % i for i in range(4))),
+        (wire.STDERR, head + b"[0] oops\n"),
+        (wire.STDOUT, head + b"[0] line 4\n"),
+    ]
+
+
+def test_what_a_barrier_covers_is_printed_before_it_is_answered(tmp_path: Path) -> None:
+    """The caller may read the output the moment flush() returns: the lines kept in the
+    turn that completes the barrier are printed before its answer, not at the turn's end."""
+    writes: list[bytes] = []
+    seen_at_answer: list[list[bytes]] = []
+
+    async def turn() -> None:
+        client = LogClientActor(
+            str(tmp_path / "c.sock"),
+            Journal(None, "driver"),
+            sink=lambda t, d: writes.append(d),
+        )
+        barrier = client.start_sync_flush(frozenset({0}))
+        barrier.future.add_done_callback(lambda f: seen_at_answer.append(list(writes)))
+        client._on_log(0, "h", "p0", wire.STDOUT, 2, log(0)[5], 0)
+        client.barriers.ack(0, barrier.version)
+        assert barrier.future.done() and writes == [b"[h p0] [0] line 0\n[h p0] [0] line 1\n"]
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    assert seen_at_answer == [[b"[h p0] [0] line 0\n[h p0] [0] line 1\n"]]
