@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import psutil
 import pytest
 
 from pytest_meshlog.leaks import LeakChecker
+from pytest_meshlog.stack.procs import pipe_inode, still_at
 
 from .stack_helpers import child, events, mesh, wait_delivered
 
@@ -118,3 +121,32 @@ def test_many_children_quiescing_at_once_get_their_tails_relayed_in_time(
         short = sorted(r for r in range(n) if m.delivered.get((r, "stdout")) != want[r])
         assert not short, f"ranks without their final partial line: {short}"
         assert outcome.problems == []
+
+
+def test_the_watchers_tick_sees_a_child_let_go_of_its_pipe(tmp_path: Path) -> None:
+    """`still_at`, the one readlink per stream and tick: true while the child has the pipe at
+    its fd, false once it pointed that fd elsewhere (as a quiescing child does) or exited."""
+    code = "import os, sys; sys.stdin.readline(); os.dup2(os.open(os.devnull, os.O_WRONLY), 1); sys.stdin.readline()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        inode = pipe_inode(proc.stdout.fileno())
+        assert still_at(proc.pid, 1, inode)
+        assert not still_at(proc.pid, 2, inode)  # another fd: not there
+        proc.stdin.write(b"let go\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while still_at(proc.pid, 1, inode):
+            assert time.monotonic() < deadline, "the child did not point fd 1 at /dev/null in 10 s"
+            time.sleep(0.01)
+        proc.stdin.write(b"exit\n")
+        proc.stdin.close()
+        proc.wait(10)
+        assert not still_at(proc.pid, 1, inode)  # gone: no /proc entry
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
