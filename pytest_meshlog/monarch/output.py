@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..foreign.credit import credit_rows
 from ..report import Stream
 
 STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
@@ -91,24 +92,8 @@ def parse_output(
         out.console[stream] = bytes(console)
         if aggregated:
             out.aggregate_rows[stream] = sum(n for n, _ in counted)
-            _credit(out, stream, ranks, counted, emitted())
+            credit_rows(out.delivered, stream, ranks, counted, emitted())
     return out
-
-
-def _credit(
-    out: Parsed,
-    stream: str,
-    ranks: Sequence[int],
-    rows: list[tuple[int, bytes]],
-    emitted: dict[tuple[int, str], int],
-) -> None:
-    pool = [text for n, text in rows for _ in range(n)]
-    for rank in ranks:
-        take = min(len(pool), emitted.get((rank, stream), 0))
-        out.delivered[rank, stream].extend(pool[:take])
-        pool = pool[take:]
-    if pool and ranks:
-        out.delivered[ranks[0], stream].extend(pool)
 
 
 MONARCH_OWN = (re.compile(rb"^Monarch internal logs are being written to .*\n", re.M),)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from fake_procs import expected_lines
 
+from ..foreign.credit import credit_rows
+
 STREAMS = ("stdout", "stderr")
 _LABEL = re.compile(
     rb"^(?:\x1b\[[0-9;]*m)*\((?:(?P<name>[^()\s]+) )?pid=(?P<pid>[^,)\s]+)(?:, ip=[^)]*)?\)"
@@ -97,26 +99,8 @@ def parse_console(
                 continue
             out.delivered[rank, stream].append(b"[%d] " % rank + text if prefix_with_rank else text)
         if aggregated:
-            _credit(out, stream, ranks, counted, emitted())
+            credit_rows(out.delivered, stream, ranks, counted, emitted())
     return out
-
-
-def _credit(
-    out: Parsed,
-    stream: str,
-    ranks: Sequence[int],
-    rows: list[tuple[int, bytes]],
-    emitted: dict[tuple[int, str], int],
-) -> None:
-    """Counts only (SPEC 3.5): rows merge ranks, so they are credited in rank order up to
-    what each rank emitted; a surplus goes to the first rank and shows as extra lines."""
-    pool = [text for n, text in rows for _ in range(n)]
-    for rank in ranks:
-        take = min(len(pool), emitted.get((rank, stream), 0))
-        out.delivered[rank, stream].extend(pool[:take])
-        pool = pool[take:]
-    if pool and ranks:
-        out.delivered[ranks[0], stream].extend(pool)
 
 
 def worker_files(logs_dir: Path, pids: Mapping[int, int]) -> dict[tuple[int, str], Path]:
