@@ -17,8 +17,9 @@ import json
 import os
 import sys
 import time
-import traceback
 from typing import Any
+
+from ..foreign.helper_link import open_reply, serve
 
 FILE_PREFIX = "monarch_log_"
 
@@ -110,23 +111,10 @@ def main(argv: list[str]) -> int:
         plan = json.load(f)
     if plan["keep_going"]:
         keep_going_on_faults(plan["faults_record"])
-    os.set_inheritable(int(argv[1]), False)  # Monarch's procs must not hold the reply pipe
-    reply = os.fdopen(int(argv[1]), "w", buffering=1, encoding="utf-8")
+    reply = open_reply(argv[1])  # Monarch's procs must not hold the reply pipe
     driver = Driver(plan)
     try:
-        for raw in sys.stdin:
-            cmd = json.loads(raw)
-            name = cmd.pop("cmd")
-            if name == "exit":
-                reply.write(json.dumps({"ok": True}) + "\n")
-                break
-            try:
-                result = getattr(driver, name)(**cmd)
-                answer: dict[str, Any] = {"ok": True, **result}
-            except Exception as exc:
-                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                          "traceback": traceback.format_exc()}  # fmt: skip
-            reply.write(json.dumps(answer) + "\n")
+        serve(driver, sys.stdin, reply)
     except KeyboardInterrupt:  # how Monarch's default unhandled_fault_hook ends a driver
         error = "Monarch's unhandled_fault_hook ended the driver (a proc of the mesh failed)"
         reply.write(json.dumps({"ok": False, "fatal": True, "error": error}) + "\n")

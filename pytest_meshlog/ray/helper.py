@@ -14,11 +14,11 @@ hangs is bounded from outside: the harness kills this process and everything bel
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-import traceback
 from typing import Any
+
+from ..foreign.helper_link import open_reply, serve
 
 
 class Driver:
@@ -70,25 +70,13 @@ class Driver:
 def main(argv: list[str]) -> int:
     with open(argv[0], encoding="utf-8") as f:
         plan = json.load(f)
-    os.set_inheritable(int(argv[1]), False)  # Ray's processes must not hold the reply pipe
+    reply = open_reply(argv[1])  # Ray's processes must not hold the reply pipe
     # a terminal is line-buffered: forwarded lines reach the console as Ray prints them
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    reply = os.fdopen(int(argv[1]), "w", buffering=1, encoding="utf-8")
     driver = Driver(plan)
     try:
-        for raw in sys.stdin:
-            cmd = json.loads(raw)
-            name = cmd.pop("cmd")
-            if name == "exit":
-                reply.write(json.dumps({"ok": True}) + "\n")
-                break
-            try:
-                answer: dict[str, Any] = {"ok": True, **getattr(driver, name)(**cmd)}
-            except Exception as exc:
-                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                          "traceback": traceback.format_exc()}  # fmt: skip
-            reply.write(json.dumps(answer) + "\n")
+        serve(driver, sys.stdin, reply)
     finally:
         reply.close()
     return 0
