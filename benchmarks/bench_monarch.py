@@ -62,6 +62,8 @@ from typing import Any
 
 import psutil
 
+from pytest_meshlog.foreign.helper_link import spawn_with_reply_pipe
+
 ROOT = Path(__file__).resolve().parent.parent
 MESH = "bench"
 MARKER = b" " + MESH.encode() + b"-"
@@ -161,21 +163,12 @@ class Run:
             TMPDIR=str(tmp),
             PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         )
-        read_fd, write_fd = os.pipe()
         self.stderr_path = tmp / "driver.stderr"
-        try:
-            with open(self.stderr_path, "wb") as err:
-                self.proc = subprocess.Popen(
-                    [sys.executable, __file__, "--driver", str(plan), str(write_fd)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                    pass_fds=(write_fd,), env=env, cwd=ROOT, start_new_session=True,
-                )  # fmt: skip
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        self._reply = read_fd
+        with open(self.stderr_path, "wb") as err:
+            self.proc, self._reply = spawn_with_reply_pipe(
+                [sys.executable, __file__, "--driver", str(plan)],
+                stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT,
+            )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

@@ -13,22 +13,20 @@ import contextlib
 import json
 import math
 import os
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
 
-from fake_procs import emitted, expected_lines, progress_path, read_progress
-
 from ..backend import MeshPlan
+from ..foreign import ranks as per_rank
+from ..foreign.helper_link import HelperLink, Wording
+from ..foreign.processes import below, end_session, pid_running
 from ..report import Stream
 from ..stack import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
 from ..stack.channel import private_dir
@@ -42,12 +40,12 @@ START_S = 60.0
 FAULT_HOOK_ENV = "MESHLOG_MONARCH_FAULT_HOOK"
 """`record`: the helper replaces Monarch's unhandled_fault_hook (which exits the driver
 when a proc dies) with one that records the failure and goes on (see helper.py)."""
-_CRASH_SIGNALS = {
-    "sigkill": int(signal.SIGKILL),
-    "sigsegv": int(signal.SIGSEGV),
-    "abort": int(signal.SIGABRT),
-}
-_PAUSE = (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP)
+_WORDING = Wording(
+    helper="the Monarch helper",
+    call="Monarch call ",
+    unit="s",
+    no_answer=lambda what, took, wait: f"Monarch call {what} did not return after {took:.1f}s",
+)
 
 
 @dataclass(frozen=True)
@@ -83,10 +81,8 @@ class MonarchMeshClient:
         self._scripts = plan.scripts
         self._killed: dict[int, int] = {}
         self._files: list[str] = []
-        self._lock = threading.Lock()
         self._version = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reply: Any = None
+        self._link = HelperLink(_WORDING, _CALLS, self._kill_helper)
         self._descendants: set[psutil.Process] = set()
         self._tmp = private_dir("ml-mon-")  # Monarch's TMPDIR; the leak check watches it
         self.output_paths = (plan.workdir / "client.stdout", plan.workdir / "client.stderr")
@@ -102,10 +98,7 @@ class MonarchMeshClient:
     def _start(self, plan: MeshPlan) -> None:
         opts = plan.options
         scripts_dir = plan.workdir / "scripts"
-        scripts_dir.mkdir(parents=True, exist_ok=True)
-        Path(self.record_dir).mkdir(parents=True, exist_ok=True)
-        for rank, script in enumerate(plan.scripts):
-            script.write(scripts_dir / f"rank{rank}.json")
+        per_rank.write_scripts(plan.scripts, scripts_dir, self.record_dir)
         window = opts.aggregate_window_sec
         monarch_window = None if window is None else max(1, math.ceil(window))
         if window is not None and monarch_window != window:
@@ -139,20 +132,11 @@ class MonarchMeshClient:
         )
         if opts.env != "local":  # a non-local environment that writes files on one machine
             env["MAST_ENVIRONMENT"] = "local_mast_simulator"
-        read_fd, write_fd = os.pipe()
-        try:
-            with open(self.output_paths[0], "ab") as out, open(self.output_paths[1], "ab") as err:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-m", HELPER, str(plan_path), str(write_fd)],
-                    stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(write_fd,),
-                    env=env, cwd=plan.workdir, start_new_session=True,
-                )  # fmt: skip
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        self._reply = os.fdopen(read_fd, "rb")
+        with open(self.output_paths[0], "ab") as out, open(self.output_paths[1], "ab") as err:
+            self._link.start(
+                [sys.executable, "-m", HELPER, str(plan_path)],
+                stdout=out, stderr=err, env=env, cwd=plan.workdir,
+            )  # fmt: skip
         answer = self._call("spawn", START_S, timeout=plan.timeout)
         self.pids = {int(r): int(p) for r, p in answer["pids"].items()}
         self._files = list(answer["files"])
@@ -160,83 +144,23 @@ class MonarchMeshClient:
 
     def _call(self, cmd: str, wait: float, **args: Any) -> dict[str, Any]:
         """One command; its answer, or MeshError naming the Monarch call and the wait."""
-        what = _CALLS.get(cmd, cmd)
-        with self._lock:
-            proc = self._proc
-            if proc is None or proc.stdin is None:
-                raise MeshError(f"{what} was never called: the Monarch helper had exited")
-            start = time.monotonic()
-            try:
-                proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
-                proc.stdin.flush()
-            except OSError as exc:
-                raise MeshError(f"the Monarch helper is gone ({what}: {exc})") from None
-            line = self._readline(wait)
-            took = time.monotonic() - start
-        if not line:  # b"": the helper closed its end (it is exiting); None: no answer in time
-            code = None
-            if line is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    code = proc.wait(5)
-            self._kill_helper()
-            if line is not None:
-                raise MeshError(
-                    f"the Monarch helper exited ({code}) during {what} after {took:.1f}s"
-                )
-            raise MeshError(f"Monarch call {what} did not return after {took:.1f}s")
-        answer: dict[str, Any] = json.loads(line)
-        if answer.get("fatal"):  # the driver is ending: later calls are never made
-            self._kill_helper()
-        if not answer.get("ok"):
-            raise MeshError(f"Monarch call {what} failed after {took:.1f}s: {answer.get('error')}")
-        return answer
-
-    def _readline(self, wait: float) -> bytes | None:
-        """One answer line; b"" when the helper closed the pipe, None after `wait`."""
-        deadline = time.monotonic() + wait
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._reply, selectors.EVENT_READ)
-            buf = b""
-            while time.monotonic() < deadline:
-                if not sel.select(max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(self._reply.fileno(), 65536)
-                if not chunk:
-                    return b""
-                buf += chunk
-                if buf.endswith(b"\n"):
-                    return buf
-        return None
+        return self._link.call(cmd, wait, **args)
 
     def _watch_descendants(self) -> None:
-        if self._proc is None:
-            return
-        with contextlib.suppress(psutil.Error):
-            self._descendants.update(psutil.Process(self._proc.pid).children(recursive=True))
+        self._descendants.update(below(self._link.proc))
 
     def _kill_helper(self) -> None:
         """Kill the helper and everything below it (Monarch's procs included)."""
-        proc, self._proc = self._proc, None
+        proc = self._link.take()
         if proc is None:
             return
-        with contextlib.suppress(psutil.Error):
-            self._descendants.update(psutil.Process(proc.pid).children(recursive=True))
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for child in self._descendants:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        psutil.wait_procs(list(self._descendants), timeout=5)
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+        self._descendants.update(below(proc))
+        end_session(proc, lambda: self._descendants)
 
     @property
     def helper_pid(self) -> int | None:
         """The helper process (Monarch's driver side), while it runs."""
-        return None if self._proc is None else self._proc.pid
+        return None if self._link.proc is None else self._link.proc.pid
 
     # -- the MeshClient interface ---------------------------------------------------------
 
@@ -256,20 +180,12 @@ class MonarchMeshClient:
 
     def _emitted_bytes(self) -> dict[tuple[int, Stream], bytes]:
         """What each rank wrote to each stream, from its progress record."""
-        out: dict[tuple[int, Stream], bytes] = {}
-        for rank in self.ranks:
-            record = Path(progress_path(self.record_dir, rank))
-            if record.exists():
-                em = emitted(self._scripts[rank], rank, record)
-                for stream in STREAMS:
-                    out[rank, stream] = em.streams[stream]
-        return out
+        return per_rank.emitted_by_rank(self.record_dir, self._scripts, self.ranks)
 
     def _emitted(self) -> dict[tuple[int, str], int]:
-        return {
-            key: len(expected_lines(data, rank=key[0], prefix_with_rank=self.prefix_with_rank))
-            for key, data in self._emitted_bytes().items()
-        }
+        return per_rank.emitted_line_counts(
+            self._emitted_bytes(), prefix_with_rank=self.prefix_with_rank
+        )
 
     def read_journal(self) -> list[dict[str, Any]]:
         return []  # Monarch keeps no journal of its teardown events
@@ -293,57 +209,26 @@ class MonarchMeshClient:
         return BarrierOutcome(version, "timeout", (), ranks, answer["latency_s"], expected=ranks)
 
     def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "") -> None:
-        if sig not in _PAUSE:
-            self._killed[rank] = int(sig)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pids[rank], sig)
+        per_rank.kill_rank(self._killed, self.pids, rank, sig)
 
     def inject(self, rank: int, what: str, *args: Any) -> None:
         raise MeshError(f"fault {what!r} cannot be injected into a Monarch mesh")
 
     def wait_children(self, timeout: float) -> dict[int, ExitInfo]:
         """Until every proc's script has ended (its proc may live on until stop)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            infos = {r: self._exit_info(r) for r in self.ranks}
-            if all(info is not None for info in infos.values()):
-                done = {r: info for r, info in infos.items() if info is not None}
-                self.exits.update(done)
-                return done
-            if time.monotonic() > deadline:
-                missing = [r for r, info in infos.items() if info is None]
-                raise MeshError(f"ranks {missing} still running after {timeout:.1f}s")
-            time.sleep(0.01)
+        done = per_rank.wait_for_exits(self.ranks, self._exit_info, timeout)
+        self.exits.update(done)
+        return done
 
     def _exit_info(self, rank: int) -> ExitInfo | None:
         """How a rank ended, from its progress record, its pid and the test's kills: a
         script that ended leaves its proc alive (Monarch procs outlive their actors' work)."""
-        record = Path(progress_path(self.record_dir, rank))
-        progress = read_progress(record.read_bytes()) if record.exists() else None
-        alive = self._alive(rank)
-        if rank in self._killed and not alive:
-            return ExitInfo(None, self._killed[rank])
-        ending = progress.ending if progress is not None else None
-        if ending in ("end", "stop"):
-            return ExitInfo(0, None)
-        if ending in ("exit", "crash") and not alive:
-            last = (progress.last_event or "").split() if progress is not None else []
-            if ending == "exit":
-                return ExitInfo(int(last[-1]) if last else 1, None)
-            how = last[-1] if last else "sigkill"
-            return ExitInfo(1, None) if how == "exit" else ExitInfo(None, _CRASH_SIGNALS[how])
-        if not alive:
-            return ExitInfo(None, None, killed_by_stack="the proc died without saying how")
-        return None
-
-    def _alive(self, rank: int) -> bool:
-        pid = self.pids.get(rank)
-        if pid is None:
-            return False
-        try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return per_rank.outliving_exit(
+            self.record_dir, rank,
+            alive=lambda: pid_running(self.pids.get(rank)),
+            killed=self._killed.get(rank),
+            died="the proc died without saying how",
+        )  # fmt: skip
 
     def stop(self, timeout: float = 15.0) -> StopOutcome:
         """Barrier, then `ProcMesh.stop()`, then the helper's own exit (which shuts the
@@ -365,11 +250,11 @@ class MonarchMeshClient:
             self._files = sorted(set(self._files) | set(answer["files"]))
         except MeshError as exc:
             problems.append(StopProblem("teardown_failed", tuple(self.ranks), detail=str(exc)))
-        if self._proc is not None:  # else its death is already reported
+        if self._link.proc is not None:  # else its death is already reported
             try:
                 self._call("exit", timeout)
-                if self._proc is not None:
-                    self._proc.wait(timeout)
+                if self._link.proc is not None:
+                    self._link.proc.wait(timeout)
             except (MeshError, subprocess.TimeoutExpired) as exc:
                 problems.append(
                     StopProblem(
@@ -377,11 +262,8 @@ class MonarchMeshClient:
                     )
                 )
         self._kill_helper()
-        stopped = [r for r in self.ranks if self.exits.get(r) is None]
-        for rank in self.ranks:
-            info = self._exit_info(rank)
-            # a proc still running its script ends by the mesh's stop: a normal teardown
-            self.exits[rank] = info if info is not None else ExitInfo(0, None)
+        # a proc still running its script ends by the mesh's stop: a normal teardown
+        stopped = per_rank.exits_at_stop(self.ranks, self.exits, self._exit_info)
         if stopped:
             self.notes.append(f"ranks {stopped} were still running their script at stop")
         if self.faults_record.exists():
@@ -421,11 +303,9 @@ class MonarchMeshClient:
         return out
 
     def close(self) -> None:
-        if self._proc is not None:
+        if self._link.proc is not None:
             self._kill_helper()
-        if self._reply is not None:
-            self._reply.close()
-            self._reply = None
+        self._link.close()
         self._take_files()
         shutil.rmtree(self._tmp, ignore_errors=True)
 

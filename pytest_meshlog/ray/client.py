@@ -13,12 +13,10 @@ import contextlib
 import json
 import math
 import os
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +24,12 @@ from typing import Any
 
 import psutil
 
-from fake_procs import emitted, expected_lines, progress_path, read_progress
-
 from ..backend import MeshPlan
+from ..foreign import ranks as per_rank
+from ..foreign.helper_link import HelperLink, Wording
+from ..foreign.processes import below, end_session, is_running, pid_running
 from ..lines import Lines
+from ..report import Stream
 from ..stack import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
 from ..stack.private_dirs import private_dir
 from .output import STREAMS, Parsed, file_lines, parse_console, worker_files
@@ -45,18 +45,18 @@ GRACE_S = 5.0
 DEDUP_ENV = "MESHLOG_RAY_DEDUP"
 """`1`: run every mesh with Ray's RAY_DEDUP_LOGS on (Ray's default), to see what it
 changes; otherwise it is on only for meshes with an aggregation window."""
-_CRASH_SIGNALS = {
-    "sigkill": int(signal.SIGKILL),
-    "sigsegv": int(signal.SIGSEGV),
-    "abort": int(signal.SIGABRT),
-}
-_PAUSE = (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP)
 _CALLS = {
     "init": "ray.init()",
     "spawn": "ScriptActor.remote() per rank + ray.get(prepare)",
     "stop": "ray.shutdown()",
     "exit": "the driver program's exit",
 }
+_WORDING = Wording(
+    helper="the Ray driver program",
+    call="",
+    unit=" s",
+    no_answer=lambda what, took, wait: f"{what} did not return within {wait:.1f} s",
+)
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,7 @@ class RayMeshClient:
         self.timings: dict[str, float] = {}
         self._scripts = plan.scripts
         self._killed: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reply: Any = None
+        self._link = HelperLink(_WORDING, _CALLS, self._kill_all)
         self._seen: set[psutil.Process] = set()
         self._files: dict[tuple[int, str], Path] = {}
         self._shm_before = _shm_entries()
@@ -113,10 +111,7 @@ class RayMeshClient:
     def _start(self, plan: MeshPlan) -> None:
         opts = plan.options
         scripts_dir = plan.workdir / "scripts"
-        scripts_dir.mkdir(parents=True, exist_ok=True)
-        Path(self.record_dir).mkdir(parents=True, exist_ok=True)
-        for rank, script in enumerate(plan.scripts):
-            script.write(scripts_dir / f"rank{rank}.json")
+        per_rank.write_scripts(plan.scripts, scripts_dir, self.record_dir)
         plan_path = plan.workdir / "ray-plan.json"
         plan_path.write_text(
             json.dumps(
@@ -143,20 +138,11 @@ class RayMeshClient:
                     f"aggregate_window_sec={window} ran as RAY_DEDUP_LOGS_AGG_WINDOW_S={seconds}"
                 )
         env["RAY_USAGE_STATS_ENABLED"] = "0"  # no network calls from a test
-        read_fd, write_fd = os.pipe()
-        try:
-            with open(self.output_paths[0], "ab") as out, open(self.output_paths[1], "ab") as err:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-m", HELPER, str(plan_path), str(write_fd)],
-                    stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(write_fd,),
-                    env=env, cwd=plan.workdir, start_new_session=True,
-                )  # fmt: skip
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        self._reply = os.fdopen(read_fd, "rb")
+        with open(self.output_paths[0], "ab") as out, open(self.output_paths[1], "ab") as err:
+            self._link.start(
+                [sys.executable, "-m", HELPER, str(plan_path)],
+                stdout=out, stderr=err, env=env, cwd=plan.workdir,
+            )  # fmt: skip
         answer = self._call("init", INIT_S)
         self.timings["ray.init"] = float(answer["init_s"])
         self._watch()
@@ -167,98 +153,33 @@ class RayMeshClient:
 
     def _call(self, cmd: str, wait: float, **args: Any) -> dict[str, Any]:
         """One command; its answer, or MeshError naming the Ray call and the wait."""
-        what = _CALLS.get(cmd, cmd)
-        with self._lock:
-            proc = self._proc
-            if proc is None or proc.stdin is None:
-                raise MeshError(f"{what} was never called: the Ray driver program had exited")
-            start = time.monotonic()
-            try:
-                proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
-                proc.stdin.flush()
-            except OSError as exc:
-                raise MeshError(f"the Ray driver program is gone ({what}: {exc})") from None
-            line = self._readline(wait)
-            took = time.monotonic() - start
-        if not line:  # b"": the helper closed its end; None: no answer in time
-            code = None
-            if line is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    code = proc.wait(5)
-            self._kill_all()
-            if line is not None:
-                raise MeshError(
-                    f"the Ray driver program exited ({code}) during {what} after {took:.1f} s"
-                )
-            raise MeshError(f"{what} did not return within {wait:.1f} s")
-        answer: dict[str, Any] = json.loads(line)
-        if not answer.get("ok"):
-            raise MeshError(f"{what} failed after {took:.1f} s: {answer.get('error')}")
-        return answer
-
-    def _readline(self, wait: float) -> bytes | None:
-        """One answer line; b"" when the helper closed the pipe, None after `wait`."""
-        deadline = time.monotonic() + wait
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._reply, selectors.EVENT_READ)
-            buf = b""
-            while time.monotonic() < deadline:
-                if not sel.select(max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(self._reply.fileno(), 65536)
-                if not chunk:
-                    return b""
-                buf += chunk
-                if buf.endswith(b"\n"):
-                    return buf
-        return None
+        return self._link.call(cmd, wait, **args)
 
     def _watch(self) -> None:
         """Remember every process below the helper (Ray's GCS, raylet, agents, workers)."""
-        if self._proc is None:
-            return
-        with contextlib.suppress(psutil.Error):
-            self._seen.update(psutil.Process(self._proc.pid).children(recursive=True))
+        self._seen.update(below(self._link.proc))
 
     def ray_processes(self) -> list[psutil.Process]:
         """Ray's processes of this mesh still running: those seen below the helper, and
         any process whose command line names this mesh's Ray temp dir (a daemon that left
         the helper's tree)."""
-        alive = {p for p in self._seen if _running(p)}
+        alive = {p for p in self._seen if is_running(p)}
         for proc in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error):
-                if any(self._tmp in arg for arg in proc.info["cmdline"] or ()) and _running(proc):
+                if any(self._tmp in arg for arg in proc.info["cmdline"] or ()) and is_running(proc):
                     alive.add(proc)
         return sorted(alive, key=lambda p: p.pid)
 
     def _kill_all(self) -> None:
         """Kill the helper and every process Ray started for this mesh."""
-        proc, self._proc = self._proc, None
-        self._watch_pid(proc)
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        left = self.ray_processes()
-        for child in left:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-            if proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-        psutil.wait_procs(left, timeout=5)
-
-    def _watch_pid(self, proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is not None:
-            with contextlib.suppress(psutil.Error):
-                self._seen.update(psutil.Process(proc.pid).children(recursive=True))
+        proc = self._link.take()
+        self._seen.update(below(proc))
+        end_session(proc, self.ray_processes)
 
     @property
     def helper_pid(self) -> int | None:
         """The helper process (the mesh's Ray driver program), while it runs."""
-        return None if self._proc is None else self._proc.pid
+        return None if self._link.proc is None else self._link.proc.pid
 
     # -- the MeshClient interface ---------------------------------------------------------
 
@@ -292,21 +213,14 @@ class RayMeshClient:
                 out[rank, stream] = Lines.of(lines)
         return out
 
-    def _emitted_bytes(self) -> dict[tuple[int, str], bytes]:
-        out: dict[tuple[int, str], bytes] = {}
-        for rank in self.ranks:
-            record = Path(progress_path(self.record_dir, rank))
-            if record.exists():
-                em = emitted(self._scripts[rank], rank, record)
-                for stream in STREAMS:
-                    out[rank, stream] = em.streams[stream]  # type: ignore[index]
-        return out
+    def _emitted_bytes(self) -> dict[tuple[int, Stream], bytes]:
+        """What each rank wrote to each stream, from its progress record."""
+        return per_rank.emitted_by_rank(self.record_dir, self._scripts, self.ranks)
 
     def _emitted(self) -> dict[tuple[int, str], int]:
-        return {
-            key: len(expected_lines(data, rank=key[0], prefix_with_rank=self.prefix_with_rank))
-            for key, data in self._emitted_bytes().items()
-        }
+        return per_rank.emitted_line_counts(
+            self._emitted_bytes(), prefix_with_rank=self.prefix_with_rank
+        )
 
     def read_journal(self) -> list[dict[str, Any]]:
         return []  # Ray keeps no journal of its log path
@@ -315,52 +229,26 @@ class RayMeshClient:
         raise MeshError("Ray has no flush of its log path (see NOT_APPLICABLE['barrier'])")
 
     def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "") -> None:
-        if sig not in _PAUSE:
-            self._killed[rank] = int(sig)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pids[rank], sig)
+        per_rank.kill_rank(self._killed, self.pids, rank, sig)
 
     def inject(self, rank: int, what: str, *args: Any) -> None:
         raise MeshError(f"fault {what!r} cannot be injected into a Ray mesh")
 
     def wait_children(self, timeout: float) -> dict[int, ExitInfo]:
         """Until every rank's script has ended (its worker lives on until ray.shutdown())."""
-        deadline = time.monotonic() + timeout
-        while True:
-            infos = {r: self._exit_info(r) for r in self.ranks}
-            if all(info is not None for info in infos.values()):
-                done = {r: info for r, info in infos.items() if info is not None}
-                self.exits.update(done)
-                return done
-            if time.monotonic() > deadline:
-                missing = [r for r, info in infos.items() if info is None]
-                raise MeshError(f"ranks {missing} still running after {timeout:.1f}s")
-            time.sleep(0.01)
+        done = per_rank.wait_for_exits(self.ranks, self._exit_info, timeout)
+        self.exits.update(done)
+        return done
 
     def _exit_info(self, rank: int) -> ExitInfo | None:
         """How a rank ended, from its progress record, its worker's pid and the test's
         kills: a script that ended leaves its worker alive (the actor lives on)."""
-        record = Path(progress_path(self.record_dir, rank))
-        progress = read_progress(record.read_bytes()) if record.exists() else None
-        alive = self._alive(rank)
-        if rank in self._killed and not alive:
-            return ExitInfo(None, self._killed[rank])
-        ending = progress.ending if progress is not None else None
-        if ending in ("end", "stop"):
-            return ExitInfo(0, None)
-        if ending in ("exit", "crash") and not alive:
-            last = (progress.last_event or "").split() if progress is not None else []
-            if ending == "exit":
-                return ExitInfo(int(last[-1]) if last else 1, None)
-            how = last[-1] if last else "sigkill"
-            return ExitInfo(1, None) if how == "exit" else ExitInfo(None, _CRASH_SIGNALS[how])
-        if not alive:
-            return ExitInfo(None, None, killed_by_stack="the worker died without saying how")
-        return None
-
-    def _alive(self, rank: int) -> bool:
-        pid = self.pids.get(rank)
-        return pid is not None and _running_pid(pid)
+        return per_rank.outliving_exit(
+            self.record_dir, rank,
+            alive=lambda: pid_running(self.pids.get(rank)),
+            killed=self._killed.get(rank),
+            died="the worker died without saying how",
+        )  # fmt: skip
 
     def stop(self, timeout: float = 15.0) -> StopOutcome:
         """`ray.shutdown()` (what a Ray program does at its end), then the driver program's
@@ -368,16 +256,16 @@ class RayMeshClient:
         start = time.monotonic()
         problems: list[StopProblem] = []
         self._watch()
-        if self._proc is not None:
+        if self._link.proc is not None:
             try:
                 answer = self._call("stop", timeout + SLACK_S)
                 self.timings["ray.shutdown"] = float(answer["shutdown_s"])
             except MeshError as exc:
                 problems.append(StopProblem("teardown_failed", tuple(self.ranks), detail=str(exc)))
-        if self._proc is not None:
+        if self._link.proc is not None:
             try:
                 self._call("exit", timeout)
-                self._proc.wait(timeout)
+                self._link.proc.wait(timeout)
             except (MeshError, subprocess.TimeoutExpired) as exc:
                 problems.append(
                     StopProblem(
@@ -395,11 +283,8 @@ class RayMeshClient:
                 )
             )
         self._kill_all()
-        stopped = [r for r in self.ranks if self.exits.get(r) is None]
-        for rank in self.ranks:
-            info = self._exit_info(rank)
-            # a worker still running its script ends by ray.shutdown(): a normal teardown
-            self.exits[rank] = info if info is not None else ExitInfo(0, None)
+        # a worker still running its script ends by ray.shutdown(): a normal teardown
+        stopped = per_rank.exits_at_stop(self.ranks, self.exits, self._exit_info)
         if stopped:
             self.notes.append(f"ranks {stopped} were still running their script at stop")
         files = self._take_logs()
@@ -458,27 +343,11 @@ class RayMeshClient:
         return sorted(str(p) for p in self._files.values())
 
     def close(self) -> None:
-        if self._proc is not None or self._seen:
+        if self._link.proc is not None or self._seen:
             self._kill_all()
-        if self._reply is not None:
-            self._reply.close()
-            self._reply = None
+        self._link.close()
         self._take_logs()
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _running_pid(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _cmd(proc: psutil.Process) -> str:

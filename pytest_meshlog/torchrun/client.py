@@ -22,9 +22,9 @@ from typing import Any
 
 import psutil
 
-from fake_procs import progress_path, read_progress
-
 from ..backend import MeshPlan
+from ..foreign import ranks as per_rank
+from ..foreign.processes import below, end_session, is_running
 from ..stack import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
 from ..stack.channel import private_dir
 from .console import Console, console_problems, parse_console, rank_files, write_views
@@ -32,12 +32,6 @@ from .console import Console, console_problems, parse_console, rank_files, write
 LAUNCHER = ("-m", "torch.distributed.run")
 START_S = 60.0
 """Importing torch and starting the ranks; the first import in a fresh venv is slow."""
-_CRASH_SIGNALS = {
-    "sigkill": int(signal.SIGKILL),
-    "sigsegv": int(signal.SIGSEGV),
-    "abort": int(signal.SIGABRT),
-}
-_PAUSE = (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP)
 
 
 class AlwaysFiles:
@@ -99,10 +93,9 @@ class TorchrunMeshClient:
     def _start(self, plan: MeshPlan) -> None:
         scripts = plan.workdir / "scripts"
         pids = plan.workdir / "torchrun-pids"
-        for d in (scripts, pids, Path(self.record_dir), self.log_dir):
+        for d in (pids, self.log_dir):
             d.mkdir(parents=True, exist_ok=True)
-        for rank, script in enumerate(plan.scripts):
-            script.write(scripts / f"rank{rank}.json")
+        per_rank.write_scripts(plan.scripts, scripts, self.record_dir)
         env = dict(os.environ)
         env.update(plan.env)
         env["TMPDIR"] = self._tmp
@@ -149,8 +142,7 @@ class TorchrunMeshClient:
         sessions of their own and are orphaned (not ours to find) if it dies first."""
         if self._proc is None:
             return
-        with contextlib.suppress(psutil.Error):
-            self._tree.update(psutil.Process(self._proc.pid).children(recursive=True))
+        self._tree.update(below(self._proc))
         self._tree.update(self._procs.values())
 
     @property
@@ -162,24 +154,12 @@ class TorchrunMeshClient:
         """SIGKILL the launcher's session and every process it started; the pids that
         were still alive."""
         proc, self._proc = self._proc, None
-        self._watch_from(proc)
-        alive = [p for p in self._tree if _running(p)]
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.launcher_code = proc.wait(10)
-        psutil.wait_procs(alive, timeout=5)
+        self._tree.update(below(proc))
+        alive = [p for p in self._tree if is_running(p)]
+        code = end_session(proc, lambda: alive)
+        if code is not None:
+            self.launcher_code = code
         return sorted(p.pid for p in alive)
-
-    def _watch_from(self, proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is not None:
-            with contextlib.suppress(psutil.Error):
-                self._tree.update(psutil.Process(proc.pid).children(recursive=True))
 
     # -- the MeshClient interface ---------------------------------------------------------
 
@@ -198,49 +178,29 @@ class TorchrunMeshClient:
         raise MeshError("torchrun has no flush (no barrier between its agent and its ranks)")
 
     def kill(self, rank: int, sig: int = signal.SIGKILL, reason: str = "") -> None:
-        if sig not in _PAUSE:
-            self._killed[rank] = int(sig)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pids[rank], sig)
+        per_rank.kill_rank(self._killed, self.pids, rank, sig)
 
     def inject(self, rank: int, what: str, *args: Any) -> None:
         raise MeshError(f"fault {what!r} cannot be injected into a torchrun launch")
 
     def wait_children(self, timeout: float) -> dict[int, ExitInfo]:
         """Until every rank's process has ended (a rank ends when its script does)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._watch()
-            infos = {r: self._exit_info(r) for r in self.ranks}
-            if all(info is not None for info in infos.values()):
-                done = {r: info for r, info in infos.items() if info is not None}
-                self.exits.update(done)
-                return done
-            if time.monotonic() > deadline:
-                missing = [r for r, info in infos.items() if info is None]
-                raise MeshError(f"ranks {missing} still running after {timeout:.1f}s")
-            time.sleep(0.01)
+        done = per_rank.wait_for_exits(self.ranks, self._exit_info, timeout, each_round=self._watch)
+        self.exits.update(done)
+        return done
 
     def _exit_info(self, rank: int) -> ExitInfo | None:
         """How a rank ended, from its progress record, its process and the test's kills
         (the ranks are torchrun's children: their exit status is not ours to wait for)."""
-        if _running(self._procs.get(rank)):
+        if is_running(self._procs.get(rank)):
             return None
         if rank in self._unstarted:
             return ExitInfo(None, None, killed_by_stack="torchrun ended it before its script ran")
         if rank in self._killed:
             return ExitInfo(None, self._killed[rank])
-        record = Path(progress_path(self.record_dir, rank))
-        progress = read_progress(record.read_bytes()) if record.exists() else None
-        ending = progress.ending if progress is not None else None
-        last = (progress.last_event or "").split() if progress is not None else []
-        if ending in ("end", "stop"):
-            return ExitInfo(0, None)
-        if ending == "exit":
-            return ExitInfo(int(last[-1]) if last else 1, None)
-        if ending == "crash":
-            how = last[-1] if last else "sigkill"
-            return ExitInfo(1, None) if how == "exit" else ExitInfo(None, _CRASH_SIGNALS[how])
+        end = per_rank.script_end(self.record_dir, rank)
+        if end is not None:
+            return end.info
         return ExitInfo(None, None, killed_by_stack="the rank died without saying how")
 
     def stop(self, timeout: float = 15.0) -> StopOutcome:
@@ -251,7 +211,7 @@ class TorchrunMeshClient:
         problems: list[StopProblem] = []
         self._watch()
         proc = self._proc
-        running = [r for r in self.ranks if _running(self._procs.get(r))]
+        running = [r for r in self.ranks if is_running(self._procs.get(r))]
         if proc is not None and proc.poll() is None and running:
             self.notes.append(f"ranks {running} were still running at stop: SIGTERM to torchrun")
             with contextlib.suppress(ProcessLookupError):
@@ -302,12 +262,3 @@ class TorchrunMeshClient:
     def close(self) -> None:
         self._end_all()
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-
-def _running(proc: psutil.Process | None) -> bool:
-    if proc is None:
-        return False
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
