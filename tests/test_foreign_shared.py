@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -88,41 +89,38 @@ class Harness:
         self.link.close()
 
 
-def test_answers_failures_and_exit_on_the_link(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path)
     try:
-        assert h.link.call("echo", 30, value=[1, "x"])["value"] == [1, "x"]
-        with pytest.raises(MeshError, match=r"^test call boom failed after \d+\.\d s: ValueError"):
-            h.link.call("boom", 30)
-        assert h.link.call("exit", 30) == {"ok": True}
-        assert h.link.proc is not None
-        assert h.link.proc.wait(30) == 0
-        assert h.lost == []
+        yield harness
     finally:
-        h.close()
+        harness.close()
 
 
-def test_a_call_that_never_answers_names_the_call_and_the_wait(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    try:
-        with pytest.raises(MeshError, match=r"^Driver.hang\(\) did not return within 0.5 s$"):
-            h.link.call("hang", 0.5)
-        assert h.lost == [h.pid]  # on_lost ran: the helper is gone, later calls refused
-        assert h.link.proc is None and not psutil.pid_exists(h.pid)
-        with pytest.raises(MeshError, match="was never called: the test helper had exited"):
-            h.link.call("echo", 5, value=1)
-    finally:
-        h.close()
+def test_answers_failures_and_exit_on_the_link(h: Harness) -> None:
+    assert h.link.call("echo", 30, value=[1, "x"])["value"] == [1, "x"]
+    with pytest.raises(MeshError, match=r"^test call boom failed after \d+\.\d s: ValueError"):
+        h.link.call("boom", 30)
+    assert h.link.call("exit", 30) == {"ok": True}
+    assert h.link.proc is not None
+    assert h.link.proc.wait(30) == 0
+    assert h.lost == []
 
 
-def test_a_helper_that_exits_during_a_call_is_reported_with_its_status(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    try:
-        with pytest.raises(MeshError, match=r"^the test helper exited \(3\) during Driver.quit"):
-            h.link.call("quit", 30)
-        assert h.lost == [h.pid]
-    finally:
-        h.close()
+def test_a_call_that_never_answers_names_the_call_and_the_wait(h: Harness) -> None:
+    with pytest.raises(MeshError, match=r"^Driver.hang\(\) did not return within 0.5 s$"):
+        h.link.call("hang", 0.5)
+    assert h.lost == [h.pid]  # on_lost ran: the helper is gone, later calls refused
+    assert h.link.proc is None and not psutil.pid_exists(h.pid)
+    with pytest.raises(MeshError, match="was never called: the test helper had exited"):
+        h.link.call("echo", 5, value=1)
+
+
+def test_a_helper_that_exits_during_a_call_is_reported_with_its_status(h: Harness) -> None:
+    with pytest.raises(MeshError, match=r"^the test helper exited \(3\) during Driver.quit"):
+        h.link.call("quit", 30)
+    assert h.lost == [h.pid]
 
 
 def test_the_wait_for_ranks_names_those_still_running() -> None:

@@ -119,6 +119,11 @@ class HelperLink:
             argv, stdout=stdout, stderr=stderr, env=env, cwd=cwd
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The helper's pid, while the link has it (None once it was taken to be ended)."""
+        return None if self.proc is None else self.proc.pid
+
     def take(self) -> subprocess.Popen[bytes] | None:
         """The helper's process, which the link forgets: the caller is ending it."""
         proc, self.proc = self.proc, None

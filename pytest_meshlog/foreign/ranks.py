@@ -20,6 +20,7 @@ from fake_procs import Script, emitted, expected_lines, progress_path, read_prog
 
 from ..report import Stream
 from ..stack import ExitInfo, MeshError
+from .processes import pid_running
 
 CRASH_SIGNALS = {
     "sigkill": int(signal.SIGKILL),
@@ -83,7 +84,7 @@ def script_end(record_dir: str, rank: int) -> ScriptEnd | None:
 
 
 def outliving_exit(
-    record_dir: str, rank: int, *, alive: Callable[[], bool], killed: int | None, died: str
+    record_dir: str, rank: int, pids: Mapping[int, int], killed: Mapping[int, int], died: str
 ) -> ExitInfo | None:
     """How a rank whose process outlives its script (a Monarch proc, a Ray worker) ended:
     the test's kill once the process is gone; the script's own end (an exit or a crash
@@ -91,9 +92,9 @@ def outliving_exit(
     it still runs its script. The record is read before the process is looked at, so an
     end recorded just before the process went is not taken for a silent death."""
     end = script_end(record_dir, rank)
-    is_alive = alive()
-    if killed is not None and not is_alive:
-        return ExitInfo(None, killed)
+    is_alive = pid_running(pids.get(rank))
+    if rank in killed and not is_alive:
+        return ExitInfo(None, killed[rank])
     if end is not None and not (end.ends_process and is_alive):
         return end.info
     if not is_alive:

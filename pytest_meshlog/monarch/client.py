@@ -26,7 +26,7 @@ import psutil
 from ..backend import MeshPlan
 from ..foreign import ranks as per_rank
 from ..foreign.helper_link import HelperLink, Wording
-from ..foreign.processes import below, end_session, pid_running
+from ..foreign.processes import below, end_session
 from ..report import Stream
 from ..stack import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
 from ..stack.channel import private_dir
@@ -160,7 +160,7 @@ class MonarchMeshClient:
     @property
     def helper_pid(self) -> int | None:
         """The helper process (Monarch's driver side), while it runs."""
-        return None if self._link.proc is None else self._link.proc.pid
+        return self._link.pid
 
     # -- the MeshClient interface ---------------------------------------------------------
 
@@ -223,12 +223,8 @@ class MonarchMeshClient:
     def _exit_info(self, rank: int) -> ExitInfo | None:
         """How a rank ended, from its progress record, its pid and the test's kills: a
         script that ended leaves its proc alive (Monarch procs outlive their actors' work)."""
-        return per_rank.outliving_exit(
-            self.record_dir, rank,
-            alive=lambda: pid_running(self.pids.get(rank)),
-            killed=self._killed.get(rank),
-            died="the proc died without saying how",
-        )  # fmt: skip
+        died = "the proc died without saying how"
+        return per_rank.outliving_exit(self.record_dir, rank, self.pids, self._killed, died)
 
     def stop(self, timeout: float = 15.0) -> StopOutcome:
         """Barrier, then `ProcMesh.stop()`, then the helper's own exit (which shuts the

@@ -27,7 +27,7 @@ import psutil
 from ..backend import MeshPlan
 from ..foreign import ranks as per_rank
 from ..foreign.helper_link import HelperLink, Wording
-from ..foreign.processes import below, end_session, is_running, pid_running
+from ..foreign.processes import below, end_session, is_running
 from ..lines import Lines
 from ..report import Stream
 from ..stack import BarrierOutcome, ExitInfo, MeshError, StopOutcome, StopProblem
@@ -179,7 +179,7 @@ class RayMeshClient:
     @property
     def helper_pid(self) -> int | None:
         """The helper process (the mesh's Ray driver program), while it runs."""
-        return None if self._link.proc is None else self._link.proc.pid
+        return self._link.pid
 
     # -- the MeshClient interface ---------------------------------------------------------
 
@@ -243,12 +243,8 @@ class RayMeshClient:
     def _exit_info(self, rank: int) -> ExitInfo | None:
         """How a rank ended, from its progress record, its worker's pid and the test's
         kills: a script that ended leaves its worker alive (the actor lives on)."""
-        return per_rank.outliving_exit(
-            self.record_dir, rank,
-            alive=lambda: pid_running(self.pids.get(rank)),
-            killed=self._killed.get(rank),
-            died="the worker died without saying how",
-        )  # fmt: skip
+        died = "the worker died without saying how"
+        return per_rank.outliving_exit(self.record_dir, rank, self.pids, self._killed, died)
 
     def stop(self, timeout: float = 15.0) -> StopOutcome:
         """`ray.shutdown()` (what a Ray program does at its end), then the driver program's
