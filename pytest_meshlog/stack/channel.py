@@ -30,7 +30,7 @@ from .private_dirs import PRIVATE_DIRS as PRIVATE_DIRS
 from .private_dirs import PrivateDir as PrivateDir
 from .private_dirs import private_dir as private_dir
 from .waits import poll_until
-from .wire import FrameDecoder, FrameError, decode, encode, frame
+from .wire import FrameDecoder, FrameError, decode, encode
 
 OnMessage = Callable[["FrameConnection", list[Any]], None]
 OnClosed = Callable[["FrameConnection", BaseException | None], None]
@@ -280,16 +280,11 @@ class FrameConnection(asyncio.BufferedProtocol):
             self.on_resume()
 
     def send_frame(self, body: bytes | memoryview, *, defer: bool = False) -> bool:
-        """Pass an already-encoded frame body on unchanged (deferred, the body is copied
-        once, into this turn's write, with its length header beside it)."""
+        """Pass an already-encoded frame body on unchanged (copied once, into the write,
+        with its length header beside it)."""
         if not self.active:
             return False
-        if defer and self._outgoing is not None:
-            head = wire.frame_header(body)
-            self.submitted += len(head) + len(body)
-            self._outgoing += (head, body)
-        else:
-            self._write(frame(body), defer)
+        self._write(defer, wire.frame_header(body), body)
         return True
 
     def send(self, msg: tuple[Any, ...], *, defer: bool = False) -> bool:
@@ -298,7 +293,7 @@ class FrameConnection(asyncio.BufferedProtocol):
         write with the rest; anything else leaves at once, behind what was deferred."""
         if not self.active:
             return False
-        self._write(encode(msg), defer)
+        self._write(defer, encode(msg))
         return True
 
     @property
@@ -313,20 +308,20 @@ class FrameConnection(asyncio.BufferedProtocol):
             queued += sum(len(x) for x in self._outgoing)
         return self.submitted - queued
 
-    def _write(self, data: bytes, defer: bool) -> None:
-        self.submitted += len(data)
+    def _write(self, defer: bool, *parts: bytes | memoryview) -> None:
+        self.submitted += sum(map(len, parts))
         if defer:
             if self._outgoing is None:
-                self._outgoing = [data]
+                self._outgoing = list(parts)
                 asyncio.get_running_loop().call_soon(self._write_out)
             else:
-                self._outgoing.append(data)
+                self._outgoing += parts
         elif self._outgoing:
-            self._outgoing.append(data)
+            self._outgoing += parts
             self._write_out()
         else:
             assert self.transport is not None
-            self.transport.write(data)
+            self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def _write_out(self) -> None:
         """Hand this turn's frames to the transport in one write."""
