@@ -6,8 +6,17 @@ Unix socket to a relay thread inside the child, which copies the bytes unparsed 
 client thread in the driver, which splits the frames, counts lines and writes them to the
 sink. No prefix, sequence numbers, files, journal, validation or teardown rules.
 
-    python benchmarks/bare_relay.py host CLIENT_SOCK WORKDIR N SCRIPT   (started by run())
-    python benchmarks/bare_relay.py child LISTEN_SOCK CLIENT_SOCK RANK SCRIPT
+With `work=True` it also does, as leanly as it can (threads, no asyncio, no msgpack), the
+work the spec asks of every line: the host writes each read to a console file, prefixes
+the lines with their rank and cuts them into batches of at most `batch` lines, one frame
+each with its line count and sequence number; the relay in the child and the client
+check every frame's count against its newlines; the client checks the sequence and
+prefixes every line with its head before it prints. That is the floor under the stack's
+cost with the spec's batches: what is left above it is the stack's own overhead.
+
+    python benchmarks/bare_relay.py host CLIENT_SOCK WORKDIR N SCRIPT BATCH   (started by start())
+    python benchmarks/bare_relay.py child LISTEN_SOCK CLIENT_SOCK RANK SCRIPT BATCH
+(BATCH 0: the bare relay; else the spec's work with batches of BATCH lines)
 """
 
 from __future__ import annotations
@@ -25,7 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_meshlog.stack.blobs import Cutter, Lines
+from pytest_meshlog.stack.framing import LineFramer
+
 HEADER = struct.Struct("!IB")  # payload length, stream (0 stdout, 1 stderr)
+BATCH_HEADER = struct.Struct("!IBHQ")  # with the spec's work: ... then line count, seq
 READ = 64 * 1024
 HERE = Path(__file__).resolve()
 
@@ -55,11 +68,16 @@ class BareMesh:
 
 
 class BareClient:
-    """One thread serving every child's relay: split frames, count lines, write the sink."""
+    """One thread serving every child's relay: split frames, count lines, write the sink
+    (with the spec's work: check each batch's count and seq, prefix its lines' head)."""
 
-    def __init__(self, path: str, children: int, sink: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, path: str, children: int, sink: Callable[[bytes], None], batch: int = 0
+    ) -> None:
         self.lines = 0
         self._sink = sink
+        self._batch = batch
+        self._next_seq: dict[tuple[int, int], int] = {}
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(path)
         self._server.listen(children)
@@ -85,7 +103,34 @@ class BareClient:
                     sel.unregister(conn)
                     continue
                 buf += data
-                self._frames(buf)
+                if self._batch:
+                    self._batches(conn.fileno(), buf)
+                else:
+                    self._frames(buf)
+
+    def _batches(self, source: int, buf: bytearray) -> None:
+        at = 0
+        out: list[bytes] = []
+        while len(buf) - at >= BATCH_HEADER.size:
+            size, stream, nlines, seq = BATCH_HEADER.unpack_from(buf, at)
+            end = at + BATCH_HEADER.size + size
+            if end > len(buf):
+                break
+            blob = bytes(buf[at + BATCH_HEADER.size : end])
+            _check_count(blob, nlines)
+            key = (source, stream)
+            if seq != self._next_seq.get(key, 0):
+                raise ValueError(
+                    f"batch seq {seq} from {key}, expected {self._next_seq.get(key, 0)}"
+                )
+            self._next_seq[key] = seq + nlines
+            head = b"[host0 proc[%d]] " % source
+            out += (head, blob.replace(b"\n", b"\n" + head), b"\n")
+            self.lines += nlines
+            at = end
+        del buf[:at]
+        if out:
+            self._sink(b"".join(out))
 
     def _frames(self, buf: bytearray) -> None:
         at = 0
@@ -101,20 +146,38 @@ class BareClient:
         del buf[:at]
 
     def close(self) -> None:
-        for conn in self._conns:
-            conn.close()
-        self._server.close()
+        """Once the children are gone: the thread reads EOF on every connection and ends.
+        Sockets are closed only after it ended (closing one under its recv made EBADF); one
+        that waits for a child never seen is woken by a shutdown."""
         self.thread.join(10)
+        if self.thread.is_alive():
+            for sock in (self._server, *self._conns):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self.thread.join(10)
+        for sock in (self._server, *self._conns):
+            sock.close()
+
+
+def _check_count(blob: bytes, nlines: int) -> None:
+    held = blob.count(b"\n") + 1
+    if held != nlines:
+        raise ValueError(f"a batch says {nlines} lines but holds {held}")
 
 
 def start(
-    workdir: Path, children: int, script_path: Path, sink: Callable[[bytes], None]
+    workdir: Path,
+    children: int,
+    script_path: Path,
+    sink: Callable[[bytes], None],
+    batch: int = 0,
 ) -> BareMesh:
-    """Start a bare mesh whose children wait for `release()` before running the rest."""
+    """Start a bare mesh whose children wait for `release()` before running the rest;
+    `batch` > 0 adds the spec's work with batches of that many lines."""
     client_path = str(workdir / "c.sock")
-    client = BareClient(client_path, children, sink)
+    client = BareClient(client_path, children, sink, batch)
     host = subprocess.Popen(
-        [sys.executable, str(HERE), "host", client_path, str(workdir), str(children), str(script_path)],
+        [sys.executable, str(HERE), "host", client_path, str(workdir), str(children), str(script_path), str(batch)],
         stdout=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
@@ -143,12 +206,46 @@ def _tee(pipe: int, stream: int, out: socket.socket, lock: threading.Lock) -> No
             out.sendall(HEADER.pack(len(carry), stream) + carry)
 
 
-def host_main(client_path: str, workdir: str, n: int, script_path: str) -> None:
+def _tee_batches(
+    pipe: int,
+    stream: int,
+    out: socket.socket,
+    lock: threading.Lock,
+    rank: int,
+    console: int,
+    batch: int,
+) -> None:
+    """The tee with the spec's work: console file, rank prefix, batches with count and seq
+    (the stack's own framer and cutter, which do this in a few C calls per read)."""
+    framer, cutter, seq = LineFramer(b"[%d] " % rank), Cutter(batch), 0
+
+    def send(batches: list[Lines]) -> None:
+        nonlocal seq
+        parts: list[bytes] = []
+        for blob, nlines in batches:
+            parts += (BATCH_HEADER.pack(len(blob), stream, nlines, seq), blob)
+            seq += nlines
+        with lock:
+            out.sendall(b"".join(parts))
+
+    while chunk := os.read(pipe, READ):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(console, view) :]
+        blob = framer.feed_blob(chunk)
+        if blob is not None:
+            send(cutter.cut(blob))
+    tail = framer.take_partial()
+    if tail is not None:
+        send([Lines(tail, 1)])
+
+
+def host_main(client_path: str, workdir: str, n: int, script_path: str, batch: int) -> None:
     procs, threads = [], []
     for rank in range(n):
         listen = os.path.join(workdir, f"f{rank}.sock")
         proc = subprocess.Popen(
-            [sys.executable, str(HERE), "child", listen, client_path, str(rank), script_path],
+            [sys.executable, str(HERE), "child", listen, client_path, str(rank), script_path, str(batch)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(proc)
@@ -167,7 +264,17 @@ def host_main(client_path: str, workdir: str, n: int, script_path: str) -> None:
         lock = threading.Lock()
         for stream, pipe in enumerate((proc.stdout, proc.stderr)):
             assert pipe is not None
-            t = threading.Thread(target=_tee, args=(pipe.fileno(), stream, out, lock), daemon=True)
+            if batch:
+                console = os.open(
+                    os.path.join(workdir, f"console-{rank}-{stream}"),
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                )
+                args: tuple[object, ...] = (pipe.fileno(), stream, out, lock, rank, console, batch)
+                t = threading.Thread(target=_tee_batches, args=args, daemon=True)
+            else:
+                t = threading.Thread(
+                    target=_tee, args=(pipe.fileno(), stream, out, lock), daemon=True
+                )
             t.start()
             threads.append(t)
     print(" ".join(str(p.pid) for p in procs), flush=True)
@@ -180,15 +287,36 @@ def host_main(client_path: str, workdir: str, n: int, script_path: str) -> None:
 # -- the child ------------------------------------------------------------------------------
 
 
-def _relay(listen: socket.socket, client_path: str) -> None:
+def _relay(listen: socket.socket, client_path: str, batch: int) -> None:
     conn, _ = listen.accept()
     out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     out.connect(client_path)
+    if batch:
+        _relay_checked(conn, out)
+        return
     while data := conn.recv(4 * READ):
         out.sendall(data)
 
 
-def child_main(listen_path: str, client_path: str, rank: str, script_path: str) -> None:
+def _relay_checked(conn: socket.socket, out: socket.socket) -> None:
+    """Check every batch's count against its newlines, pass on whole checked batches."""
+    buf = bytearray()
+    while data := conn.recv(4 * READ):
+        buf += data
+        at = 0
+        while len(buf) - at >= BATCH_HEADER.size:
+            size, _stream, nlines, _seq = BATCH_HEADER.unpack_from(buf, at)
+            end = at + BATCH_HEADER.size + size
+            if end > len(buf):
+                break
+            if buf.count(b"\n", at + BATCH_HEADER.size, end) + 1 != nlines:
+                raise ValueError(f"a batch says {nlines} lines but its newlines disagree")
+            at = end
+        out.sendall(memoryview(buf)[:at])
+        del buf[:at]
+
+
+def child_main(listen_path: str, client_path: str, rank: str, script_path: str, batch: str) -> None:
     listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listen.bind(listen_path)
     listen.listen(1)
@@ -196,7 +324,7 @@ def child_main(listen_path: str, client_path: str, rank: str, script_path: str) 
     # thread too, or it may land there and end the process
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
     threading.Thread(
-        target=_relay, args=(listen, client_path), name="bare-relay", daemon=True
+        target=_relay, args=(listen, client_path, int(batch)), name="bare-relay", daemon=True
     ).start()
     from fake_procs.__main__ import main
 
@@ -206,7 +334,7 @@ def child_main(listen_path: str, client_path: str, rank: str, script_path: str) 
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
     if role == "host":
-        host_main(args[0], args[1], int(args[2]), args[3])
+        host_main(args[0], args[1], int(args[2]), args[3], int(args[4]))
     elif role == "child":
         child_main(*args)
     else:

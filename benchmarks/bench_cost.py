@@ -10,7 +10,8 @@ the flood until the client holds every line) and CPU seconds per million deliver
 of each component (cpu_accounting.py), taken between the release and the last line, so
 start-up and teardown are not in it. Prints medians. `--batch-lines` sets the stack's
 HYPERACTOR_READ_LOG_BUFFER (100 by default): every hop pays per batch, so this is the
-stack's main cost knob.
+stack's main cost knob. The "floor" rows are the bare relay doing the spec's work per line
+with the same batches, without the stack's machinery (see bare_relay.py).
 """
 
 from __future__ import annotations
@@ -111,11 +112,12 @@ def stack_run(flavour: Flavour, children: int, lines: int, batch_lines: int = 10
             return run
 
 
-def bare_run(flavour: Flavour, children: int, lines: int) -> Run:
+def bare_run(flavour: Flavour, children: int, lines: int, batch: int = 0) -> Run:
+    """The bare relay; with `batch`, plus the spec's work per line in batches of that size."""
     with tempfile.TemporaryDirectory() as tmp, PipeSink() as sink:
         path = Path(tmp) / "script.json"
         _flood(flavour, lines).write(path)
-        mesh = bare_relay.start(Path(tmp), children, path, sink.raw_sink)
+        mesh = bare_relay.start(Path(tmp), children, path, sink.raw_sink, batch)
         try:
             _wait(lambda: mesh.client.lines, children, "bare ready lines", 60)
             parts = Parts.find([mesh.host.pid], sink.pid)
@@ -142,6 +144,9 @@ def main() -> int:
             rows.setdefault(f"bare {flavour}", []).append(
                 bare_run(flavour, args.children, args.lines)
             )
+            rows.setdefault(f"floor {flavour}", []).append(
+                bare_run(flavour, args.children, args.lines, args.batch_lines)
+            )
     cols = (*COMPONENTS, "stack")
     print(
         f"\n{args.children} children x {args.lines:,} lines of {LINE_BYTES} bytes, "
@@ -155,9 +160,11 @@ def main() -> int:
         med[name] = Run(rate, cpu)
         print(f"{name:14}{rate / 1e6:>10.2f}M" + "".join(f"{cpu[c]:>10.3f}" for c in cols))
     for flavour in ("ascii", "mixed"):
-        s, b = med[f"stack {flavour}"], med[f"bare {flavour}"]
-        print(f"stack / bare, {flavour}: {s.lines_per_s / b.lines_per_s:.2f}x lines/s, "
-              f"{s.cpu['stack'] / b.cpu['stack']:.2f}x own CPU per line")  # fmt: skip
+        s = med[f"stack {flavour}"]
+        for other in ("bare", "floor"):
+            b = med[f"{other} {flavour}"]
+            print(f"stack / {other}, {flavour}: {s.lines_per_s / b.lines_per_s:.2f}x lines/s, "
+                  f"{s.cpu['stack'] / b.cpu['stack']:.2f}x own CPU per line")  # fmt: skip
     print(
         f"stack mixed / ascii: {med['stack mixed'].lines_per_s / med['stack ascii'].lines_per_s:.2f}x lines/s"
     )
