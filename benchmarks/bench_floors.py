@@ -1,0 +1,173 @@
+"""Floors under the scaling figures: what the process model costs before the stack does
+anything, measured on this machine.
+
+    python benchmarks/bench_floors.py [--children 64] [--repeat 5]
+
+- fork: the host forks each Python child from itself (forkserver.py). Forking N children
+  from a process that has imported what the host imports, behind a start gate, is the
+  host's serial part of spawn().
+- exit: those children exiting at once (`os._exit(0)` as a stopped child does), from the
+  gate's opening until every one is reaped; their CPU from then on (schedstat) is the
+  kernel tearing down a forked address space, which every stop() pays per child.
+- delivery: the CPU of one message between two asyncio processes over a Unix socket (the
+  sender's write plus the receiver's wake-up, read and callback), from a ping-pong. A
+  barrier costs the stack six per child: ForceSync to the child, Sync to each of the
+  host's two senders, a marker back on each, the ack to the client. A stop() costs at
+  least seven more: Stop to the child, EOF on each pipe, the tail and each stream's last
+  Flush back to the child, the tail and the Bye to the client.
+
+Prints medians, and the floor each puts under the 64-children targets on this machine's
+cores. Nothing here asserts a figure: read it beside bench_scaling.py's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+BARRIER_DELIVERIES_PER_CHILD = 6
+STOP_DELIVERIES_PER_CHILD = 7
+
+
+def _on_cpu(pid: int) -> float:
+    """Seconds `pid` has run so far (schedstat: nanoseconds, unlike stat's clock ticks)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def fork_and_exit(children: int) -> tuple[float, float, float]:
+    """(fork wall s, exit wall s, exit CPU s) for `children` forked from this process; the
+    exit CPU is the children's CPU after the gate opened (their total at reaping, less
+    what each had run by then: the child's side of fork)."""
+    from pytest_meshlog.stack import host_control  # noqa: F401  (what the host imports)
+    from pytest_meshlog.stack.forkserver import StartGate, warm_up
+
+    warm_up("fake_procs")  # what the host imports and compiles before its first fork
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gate = StartGate()
+    pids = []
+    t0 = time.perf_counter()
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:
+            gate.wait()
+            os._exit(0)
+        pids.append(pid)
+    t1 = time.perf_counter()
+    time.sleep(0.05)  # every child is blocked at the gate (it reads nothing until then)
+    forked_cpu = sum(_on_cpu(pid) for pid in pids)
+    opened = time.perf_counter()
+    gate.open()
+    for pid in pids:
+        os.waitpid(pid, 0)
+    reaped = time.perf_counter()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return t1 - t0, reaped - opened, cpu - forked_cpu
+
+
+class _Ping(asyncio.Protocol):
+    def __init__(self, rounds: int, done: asyncio.Future[None]) -> None:
+        self.left, self.done = rounds, done
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.transport = transport
+        transport.write(b"p")
+
+    def data_received(self, data: bytes) -> None:
+        self.left -= len(data)
+        if self.left > 0:
+            self.transport.write(b"p")
+        elif not self.done.done():
+            self.done.set_result(None)
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def delivery_cpu(rounds: int) -> float:
+    """CPU seconds per one-way message between two asyncio processes (both sides' CPU)."""
+    a, b = socket.socketpair()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pid = os.fork()
+    if pid == 0:
+        a.close()
+
+        async def echo() -> None:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.connect_accepted_socket(_Echo, b)
+            while not transport.is_closing():
+                await asyncio.sleep(0.05)
+
+        asyncio.run(echo())
+        os._exit(0)
+    b.close()
+
+    async def ping() -> float:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        t0 = time.process_time()
+        transport, _ = await loop.connect_accepted_socket(lambda: _Ping(rounds, done), a)
+        await done
+        spent = time.process_time() - t0
+        transport.close()
+        return spent
+
+    mine = asyncio.run(ping())
+    os.waitpid(pid, 0)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    theirs = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return (mine + theirs) / (2 * rounds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--children", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=20_000, help="ping-pong round trips")
+    args = parser.parse_args()
+    n, cores = args.children, os.cpu_count() or 1
+    forks = [fork_and_exit(n) for _ in range(args.repeat)]
+    fork_s = statistics.median(f[0] for f in forks)
+    exit_s = statistics.median(f[1] for f in forks)
+    exit_cpu = statistics.median(f[2] for f in forks)
+    delivery = statistics.median(delivery_cpu(args.rounds) for _ in range(args.repeat))
+    print(f"{n} children, {cores} cores, medians of {args.repeat}")
+    print(f"fork, host's wall:       {fork_s * 1e3:8.1f} ms  ({fork_s / n * 1e3:.2f} ms a child)")
+    print(f"exit, wall to reaped:    {exit_s * 1e3:8.1f} ms")
+    print(
+        f"exit, children's CPU:    {exit_cpu * 1e3:8.1f} ms  ({exit_cpu / n * 1e3:.2f} ms a child)"
+    )
+    print(f"one delivery, CPU:       {delivery * 1e6:8.1f} us  (both sides)")
+    barrier = n * BARRIER_DELIVERIES_PER_CHILD * delivery / cores
+    print(
+        f"floor of a barrier:      {barrier * 1e3:8.1f} ms  "
+        f"({BARRIER_DELIVERIES_PER_CHILD} deliveries a child over {cores} cores)"
+    )
+    stop = (
+        barrier + n * (STOP_DELIVERIES_PER_CHILD * delivery) / cores + max(exit_s, exit_cpu / cores)
+    )
+    print(f"floor of stop():         {stop * 1e3:8.1f} ms  (its barrier, "
+          f"{STOP_DELIVERIES_PER_CHILD} more deliveries a child, the exits)")  # fmt: skip
+    print(f"floor of spawn():        {fork_s * 1e3:8.1f} ms  (the forks alone)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
