@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,26 @@ HOLDER_GRACE_S = 0.5
 watcher looks for another holder."""
 """How often the host looks for a pipe held open by someone other than its child."""
 _STREAM_FD = {"stdout": 1, "stderr": 2}
+_FORK_CHUNK = 32
+"""Children forked back to back (see `BootstrapProcManager.spawn`)."""
+
+
+@dataclass
+class _Launch:
+    """A child about to be started: what `spawn` prepared for it before its fork."""
+
+    rank: int
+    argv: list[str]
+    env: dict[str, str]
+    module: str | None  # run as `python -m module` in a fork of this host, or exec'd
+    channel: str | None
+    listener: socket.socket | None = None
+    key: socket.socket | None = None
+
+    def close(self) -> None:
+        for sock in (self.listener, self.key):
+            if sock is not None:
+                sock.close()
 
 
 @dataclass
@@ -109,59 +130,78 @@ class BootstrapProcManager:
             journal(Ev.FILE_APPENDER_GATED, reason=gate)
 
     async def spawn(self, specs: list[dict[str, Any]], secret: bytes | None = None) -> None:
-        """Start every child, then wire each stream's sender before its tee reads."""
+        """Start every child, then wire each stream's sender before its tee reads.
+
+        The forks run back to back (a chunk at a time, which bounds the descriptors that
+        wait for their fork) and the children's bookkeeping comes after the last: each fork
+        makes the host's pages copy-on-write again, so Python work between two forks paid
+        a page copy for every page it touched."""
         self.secret = secret
         gate = StartGate()
+        launched: list[tuple[_Launch, subprocess.Popen[bytes] | ForkedChild, dict[str, int]]] = []
         try:
-            started = [self._start_child(spec, gate) for spec in specs]
+            for at in range(0, len(specs), _FORK_CHUNK):
+                chunk = []
+                try:
+                    for spec in specs[at : at + _FORK_CHUNK]:
+                        chunk.append(self._prepare(spec))
+                    for launch in chunk:
+                        launched.append((launch, *self._launch(launch, gate)))
+                finally:
+                    for launch in chunk:
+                        launch.close()  # the child's copies are the ones that serve
         finally:
-            gate.open()
+            try:
+                started = [self._register(*one) for one in launched]  # also when one failed
+            finally:
+                gate.open()
         await asyncio.gather(*(self._wire_child(child) for child in started))
         for child in started:
             self.ctl.send(("spawned", child.rank, child.proc.pid))
 
-    def _start_child(self, spec: dict[str, Any], gate: StartGate | None = None) -> ChildState:
-        rank = spec["rank"]
+    def _prepare(self, spec: dict[str, Any]) -> _Launch:
+        """Everything a child needs before its fork: its argv and environment, the
+        listener it will serve, the descriptor with the mesh key."""
         argv, env = list(spec["argv"]), dict(spec["env"])
-        module = forkable_module(argv)
-        channel = env.get("BOOTSTRAP_LOG_CHANNEL")
-        listener = listen(channel) if channel else None  # served by the child, once it runs
-        keep: tuple[int, ...] = () if listener is None else (listener.fileno(),)
-        if listener is not None:
-            env[LISTEN_FD_ENV] = str(listener.fileno())
-        key = None  # the mesh secret, on a descriptor only this child inherits
-        if listener is not None and self.secret is not None:
-            key = hand_key(MeshKey(self.secret, self.config.read_log_buffer))
-            keep = (*keep, key.fileno())
-            env[SECRET_FD_ENV] = str(key.fileno())
-        proc: subprocess.Popen[bytes] | ForkedChild
-        try:
-            if module is not None:  # a Python child: fork it from this warmed-up host
-                if module not in self._warmed:
-                    warm_up(module)
-                    self._warmed.add(module)
-                proc, out_r, err_r = fork_module(module, argv[3:], env, keep, gate)
-                pipes = {"stdout": out_r, "stderr": err_r}
-            else:
-                proc, pipes = _exec_child(argv, env, keep)
-        finally:
-            if listener is not None:
-                listener.close()  # the child's copy is the one that serves
-            if key is not None:
-                key.close()
+        launch = _Launch(
+            spec["rank"], argv, env, forkable_module(argv), env.get("BOOTSTRAP_LOG_CHANNEL")
+        )
+        if launch.module is not None and launch.module not in self._warmed:
+            warm_up(launch.module)  # before the first fork of that module
+            self._warmed.add(launch.module)
+        if launch.channel:
+            launch.listener = listen(launch.channel)  # served by the child, once it runs
+            env[LISTEN_FD_ENV] = str(launch.listener.fileno())
+            if self.secret is not None:  # the mesh secret, on a descriptor only this child inherits
+                launch.key = hand_key(MeshKey(self.secret, self.config.read_log_buffer))
+                env[SECRET_FD_ENV] = str(launch.key.fileno())
+        return launch
+
+    def _launch(
+        self, launch: _Launch, gate: StartGate
+    ) -> tuple[subprocess.Popen[bytes] | ForkedChild, dict[str, int]]:
+        keep = tuple(s.fileno() for s in (launch.listener, launch.key) if s is not None)
+        if launch.module is not None:  # a Python child: fork it from this warmed-up host
+            proc, out_r, err_r = fork_module(launch.module, launch.argv[3:], launch.env, keep, gate)
+            return proc, {"stdout": out_r, "stderr": err_r}
+        return _exec_child(launch.argv, launch.env, keep)
+
+    def _register(
+        self, launch: _Launch, proc: subprocess.Popen[bytes] | ForkedChild, pipes: dict[str, int]
+    ) -> ChildState:
         child = ChildState(
-            rank=rank,
+            rank=launch.rank,
             proc=proc,
-            channel=env.get("BOOTSTRAP_LOG_CHANNEL"),
+            channel=launch.channel,
             pipes=pipes,
             inodes={s: pipe_inode(fd) for s, fd in pipes.items()},
         )
-        self.children[rank] = child
-        self.journal(Ev.CHILD_SPAWNED, rank=rank, pid=proc.pid, forked=module is not None)
-        _record_process_group(proc.pid, rank, self.host)
-        loop = asyncio.get_running_loop()
+        self.children[child.rank] = child
+        forked = isinstance(proc, ForkedChild)
+        self.journal(Ev.CHILD_SPAWNED, rank=child.rank, pid=proc.pid, forked=forked)
+        _record_process_group(proc.pid, child.rank, self.host)
         child.pidfd = os.pidfd_open(proc.pid)
-        loop.add_reader(child.pidfd, self._reap, child)
+        asyncio.get_running_loop().add_reader(child.pidfd, self._reap, child)
         return child
 
     async def _wire_child(self, child: ChildState) -> None:
