@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,57 @@ def test_a_connection_made_before_the_child_serves_is_not_lost(tmp_path: Path) -
     assert conn.recv(5) == b"hello"
     for s in (conn, early, listener):
         s.close()
+
+
+def test_a_forked_child_has_exactly_its_own_environment() -> None:
+    """What a forked child's Python code and the programs it execs see is the child's
+    environment, not the host's: variables only the host has are gone, changed ones
+    changed, new ones there (a real fork, then `env` exec'd from it). Variables set under
+    os.environ's feet (readline, which pytest imports, sets LINES and COLUMNS) are not
+    the forked child's to know of: they stay, as in any fork."""
+    from pytest_meshlog.stack.forkserver import _adopt_environ
+
+    under_feet = {k: v for k, v in _env_of_an_exec().items() if k not in os.environ}
+
+    os.environ["MESHLOG_TEST_HOST_ONLY"] = "host"
+    os.environ["MESHLOG_TEST_CHANGED"] = "before"
+    try:
+        want = {k: v for k, v in os.environ.items() if k != "MESHLOG_TEST_HOST_ONLY"}
+        want |= {"MESHLOG_TEST_CHANGED": "after", "MESHLOG_TEST_NEW": "new"}
+        seen_r, seen_w = os.pipe()
+        exec_r, exec_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child)
+            try:
+                _adopt_environ(want)
+                os.write(seen_w, "\0".join(f"{k}={v}" for k, v in os.environ.items()).encode())
+                os.dup2(exec_w, 1)
+                os.execv("/usr/bin/env", ["env", "-0"])
+            finally:
+                os._exit(1)
+        os.close(seen_w)
+        os.close(exec_w)
+        seen, execd = (_read_all(fd).decode() for fd in (seen_r, exec_r))
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        os.environ.pop("MESHLOG_TEST_HOST_ONLY", None)
+        os.environ.pop("MESHLOG_TEST_CHANGED", None)
+    assert _parse_env(seen) == want
+    assert _parse_env(execd) == want | under_feet
+
+
+def _env_of_an_exec() -> dict[str, str]:
+    out = subprocess.run(["/usr/bin/env", "-0"], capture_output=True, check=True, env=None)
+    return _parse_env(out.stdout.decode())
+
+
+def _parse_env(nul_separated: str) -> dict[str, str]:
+    return dict(v.split("=", 1) for v in nul_separated.strip("\0").split("\0"))
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

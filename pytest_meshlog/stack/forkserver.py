@@ -193,8 +193,7 @@ def _run_child(
                 sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler
             )
         asyncio.events._set_running_loop(None)  # the host's loop is not this process's
-        os.environ.clear()
-        os.environ.update(env)
+        _adopt_environ(env)
         bytecode.adopt(env)  # the host may write bytecode to a shared cache; the child not
         sys.modules.pop(f"{module}.__main__", None)  # warmed as a module; runs as __main__
         _run_as_main(module, args)
@@ -208,6 +207,17 @@ def _run_child(
             with contextlib.suppress(BaseException):
                 stream.flush()
         os._exit(code)
+
+
+def _adopt_environ(env: Mapping[str, str]) -> None:
+    """Make os.environ (and the C environment under it) `env`, changing only what differs:
+    a child's environment is mostly the host's, and `os.environ.clear()` lists every key
+    again for each key it removes (with the refill, ~0.6 ms of each forked child's start)."""
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _max_fd() -> int:
