@@ -6,10 +6,11 @@ Unix socket to a relay thread inside the child, which copies the bytes unparsed 
 client thread in the driver, which splits the frames, counts lines and writes them to the
 sink. No prefix, sequence numbers, files, journal, validation or teardown rules.
 
-With `work=True` it also does, as leanly as it can (threads, no asyncio, no msgpack), the
+With `batch` > 0 it also does, as leanly as it can (threads, no asyncio, no msgpack), the
 work the spec asks of every line: the host writes each read to a console file, prefixes
-the lines with their rank and cuts them into batches of at most `batch` lines, one frame
-each with its line count and sequence number; the relay in the child and the client
+the lines with their rank, appends them to the host's file of that stream (Env::Local)
+and cuts them into batches of at most `batch` lines, one frame each with its line count
+and sequence number; the relay in the child and the client
 check every frame's count against its newlines; the client checks the sequence and
 prefixes every line with its head before it prints. That is the floor under the stack's
 cost with the spec's batches: what is left above it is the stack's own overhead.
@@ -212,11 +213,12 @@ def _tee_batches(
     out: socket.socket,
     lock: threading.Lock,
     rank: int,
-    console: int,
+    files: tuple[int, int],
     batch: int,
 ) -> None:
-    """The tee with the spec's work: console file, rank prefix, batches with count and seq
-    (the stack's own framer and cutter, which do this in a few C calls per read)."""
+    """The tee with the spec's work: console file, rank prefix, the host's file, batches
+    with count and seq (the stack's own framer and cutter: a few C calls per read)."""
+    console, host_file = files
     framer, cutter, seq = LineFramer(b"[%d] " % rank), Cutter(batch), 0
 
     def send(batches: list[Lines]) -> None:
@@ -229,19 +231,29 @@ def _tee_batches(
             out.sendall(b"".join(parts))
 
     while chunk := os.read(pipe, READ):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(console, view) :]
+        _write_all(console, chunk)
         blob = framer.feed_blob(chunk)
         if blob is not None:
+            _write_all(host_file, blob + b"\n")  # O_APPEND: one write is one piece
             send(cutter.cut(blob))
     tail = framer.take_partial()
     if tail is not None:
         send([Lines(tail, 1)])
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+
 def host_main(client_path: str, workdir: str, n: int, script_path: str, batch: int) -> None:
     procs, threads = [], []
+    host_files = [_append(os.path.join(workdir, f"host-{stream}.log")) for stream in (0, 1)]
     for rank in range(n):
         listen = os.path.join(workdir, f"f{rank}.sock")
         proc = subprocess.Popen(
@@ -265,11 +277,11 @@ def host_main(client_path: str, workdir: str, n: int, script_path: str, batch: i
         for stream, pipe in enumerate((proc.stdout, proc.stderr)):
             assert pipe is not None
             if batch:
-                console = os.open(
-                    os.path.join(workdir, f"console-{rank}-{stream}"),
-                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                files = (
+                    _append(os.path.join(workdir, f"console-{rank}-{stream}")),
+                    host_files[stream],
                 )
-                args: tuple[object, ...] = (pipe.fileno(), stream, out, lock, rank, console, batch)
+                args: tuple[object, ...] = (pipe.fileno(), stream, out, lock, rank, files, batch)
                 t = threading.Thread(target=_tee_batches, args=args, daemon=True)
             else:
                 t = threading.Thread(
