@@ -6,6 +6,10 @@ anything, measured on this machine.
 - fork: the host forks each Python child from itself (forkserver.py). Forking N children
   from a process that has imported what the host imports, behind a start gate, is the
   host's serial part of spawn().
+- start: those children each starting what the least forwarder needs (a thread running a
+  new asyncio loop that connects to a Unix socket in the parent and says one byte), all
+  at once when the gate opens, until the parent has every byte: their CPU for it, and the
+  wall time, the floor of the children's part of spawn().
 - exit: those children exiting at once (`os._exit(0)` as a stopped child does), from the
   gate's opening until every one is reaped; their CPU from then on (schedstat) is the
   kernel tearing down a forked address space, which every stop() pays per child.
@@ -29,6 +33,8 @@ import resource
 import socket
 import statistics
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +79,64 @@ def fork_and_exit(children: int) -> tuple[float, float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return t1 - t0, reaped - opened, cpu - forked_cpu
+
+
+def _least_forwarder(path: str) -> None:
+    """In a child: a thread with a new asyncio loop connects to `path` and says one byte."""
+
+    async def hello() -> None:
+        _, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"h")
+        await writer.drain()
+
+    thread = threading.Thread(target=lambda: asyncio.new_event_loop().run_until_complete(hello()))
+    thread.start()
+    thread.join()
+
+
+def fork_and_start(children: int) -> tuple[float, float]:
+    """(wall s, CPU s) from the gate's opening until `children` forked children have each
+    started the least forwarder and been heard from (their CPU before the gate is left
+    out, as in `fork_and_exit`)."""
+    from pytest_meshlog.stack import host_control  # noqa: F401  (what the host imports)
+    from pytest_meshlog.stack.forkserver import StartGate, warm_up
+
+    warm_up("fake_procs")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "d.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(children)
+        hold_r, hold_w = os.pipe()  # the children exit when it closes: after the count
+        gate, pids = StartGate(), []
+        for _ in range(children):
+            pid = os.fork()
+            if pid == 0:
+                os.close(hold_w)
+                gate.wait()
+                _least_forwarder(path)
+                os.read(hold_r, 1)
+                os._exit(0)
+            pids.append(pid)
+        os.close(hold_r)
+        time.sleep(0.05)  # every child is blocked at the gate
+        forked_cpu = sum(_on_cpu(pid) for pid in pids)
+        opened = time.perf_counter()
+        gate.open()
+        conns = []
+        for _ in range(children):
+            conn, _ = server.accept()
+            conn.settimeout(30)
+            conn.recv(1)
+            conns.append(conn)
+        heard = time.perf_counter()
+        cpu = sum(_on_cpu(pid) for pid in pids) - forked_cpu
+        os.close(hold_w)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        for sock in (*conns, server):
+            sock.close()
+    return heard - opened, cpu
 
 
 class _Ping(asyncio.Protocol):
@@ -148,6 +212,9 @@ def main() -> int:
     exit_s = statistics.median(f[1] for f in forks)
     exit_cpu = statistics.median(f[2] for f in forks)
     delivery = statistics.median(delivery_cpu(args.rounds) for _ in range(args.repeat))
+    starts = [fork_and_start(n) for _ in range(args.repeat)]
+    start_s = statistics.median(s[0] for s in starts)
+    start_cpu = statistics.median(s[1] for s in starts)
     print(f"{n} children, {cores} cores, medians of {args.repeat}")
     print(f"fork, host's wall:       {fork_s * 1e3:8.1f} ms  ({fork_s / n * 1e3:.2f} ms a child)")
     print(f"exit, wall to reaped:    {exit_s * 1e3:8.1f} ms")
@@ -165,7 +232,12 @@ def main() -> int:
     )
     print(f"floor of stop():         {stop * 1e3:8.1f} ms  (its barrier, "
           f"{STOP_DELIVERIES_PER_CHILD} more deliveries a child, the exits)")  # fmt: skip
-    print(f"floor of spawn():        {fork_s * 1e3:8.1f} ms  (the forks alone)")
+    print(f"start, wall to all said:  {start_s * 1e3:7.1f} ms")
+    print(
+        f"start, children's CPU:   {start_cpu * 1e3:8.1f} ms  ({start_cpu / n * 1e3:.2f} ms a child)"
+    )
+    spawn = fork_s + max(start_s, start_cpu / cores)
+    print(f"floor of spawn():        {spawn * 1e3:8.1f} ms  (the forks, then the starts)")
     return 0
 
 
