@@ -10,10 +10,10 @@ With `batch` > 0 it also does, as leanly as it can (threads, no asyncio, no msgp
 work the spec asks of every line: the host writes each read to a console file, prefixes
 the lines with their rank, appends them to the host's file of that stream (Env::Local)
 and cuts them into batches of at most `batch` lines, one frame each with its line count
-and sequence number; the relay in the child and the client
-check every frame's count against its newlines; the client checks the sequence and
-prefixes every line with its head before it prints. That is the floor under the stack's
-cost with the spec's batches: what is left above it is the stack's own overhead.
+and sequence number; the relay in the child and the client check every frame's count
+against its newlines; the client checks the sequence and starts every printed line with
+its head. That is the floor under the stack's cost with the spec's batches, and a low
+one: it leaves out the send window and its acks, the fallback, heartbeats and journal.
 
     python benchmarks/bare_relay.py host CLIENT_SOCK WORKDIR N SCRIPT BATCH   (started by start())
     python benchmarks/bare_relay.py child LISTEN_SOCK CLIENT_SOCK RANK SCRIPT BATCH
