@@ -1,6 +1,6 @@
 """Small hand-written children for the stack's own tests (no fake_procs involved).
 
-Usage: python simple.py MODE [N]. Every mode writes straight to fds 1 and 2 under the
+Usage: python simple.py MODE [N] [PATH]. Every mode writes straight to fds 1 and 2 under the
 runtime's output lock, so what a child wrote is exactly what its mode says.
 """
 
@@ -52,6 +52,17 @@ def workload(rt: ChildRuntime) -> int:
         write(rt, 1, b"phase1\n")
         got = rt.wait_barrier(20.0)
         write(rt, 1, f"phase2 after v{got}\n".encode())
+        return 0
+    if mode == "on-go":  # ready, then n lines once the file GO exists, then DONE; hang
+        go = sys.argv[3]
+        write(rt, 1, b"ready\n")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        write(rt, 1, b"".join(f"line {i}\n".encode() for i in range(n)))
+        open(go + ".done", "w").close()
+        while not rt.stopping.is_set():
+            time.sleep(0.005)
         return 0
     if mode == "flood":  # n 41-byte lines as fast as the pipe takes them
         line = b"x" * 40 + b"\n"
