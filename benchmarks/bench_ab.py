@@ -48,7 +48,7 @@ def measure(figure: str, children: int) -> dict[str, float]:
 def run_in(tree: Path, figure: str, children: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     argv = [sys.executable, __file__, "--one", figure, "--children", str(children)]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, cwd="/")
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"{figure} on {tree} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.splitlines()[-1])

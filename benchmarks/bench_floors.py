@@ -30,13 +30,20 @@ import argparse
 import asyncio
 import os
 import resource
+import select
 import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_meshlog.stack.forkserver import StartGate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -50,35 +57,63 @@ def _on_cpu(pid: int) -> float:
         return int(f.read().split()[0]) / 1e9
 
 
-def fork_and_exit(children: int) -> tuple[float, float, float]:
-    """(fork wall s, exit wall s, exit CPU s) for `children` forked from this process; the
-    exit CPU is the children's CPU after the gate opened (their total at reaping, less
-    what each had run by then: the child's side of fork)."""
+@dataclass
+class _Brood:
+    """Children forked from this process, every one of them waiting at `gate`."""
+
+    pids: list[int]
+    gate: StartGate
+    fork_s: float  # the parent's wall time for the forks
+    cpu_at_gate: float  # their CPU so far: the child's side of fork
+
+
+def _fork_at_gate(children: int, then: Callable[[], None]) -> _Brood:
+    """Fork `children` from this process, warmed as a host is; each runs `then` once the
+    gate opens, and exits. Returns once every child has said it waits at the gate."""
     from pytest_meshlog.stack import host_control  # noqa: F401  (what the host imports)
     from pytest_meshlog.stack.forkserver import StartGate, warm_up
 
     warm_up("fake_procs")  # what the host imports and compiles before its first fork
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    gate = StartGate()
-    pids = []
+    gate, pids = StartGate(), []
+    ready_r, ready_w = os.pipe()
     t0 = time.perf_counter()
     for _ in range(children):
         pid = os.fork()
         if pid == 0:
+            os.close(ready_r)
+            os.write(ready_w, b"r")
             gate.wait()
+            then()
             os._exit(0)
         pids.append(pid)
-    t1 = time.perf_counter()
-    time.sleep(0.05)  # every child is blocked at the gate (it reads nothing until then)
-    forked_cpu = sum(_on_cpu(pid) for pid in pids)
+    fork_s = time.perf_counter() - t0
+    os.close(ready_w)
+    waiting, deadline = 0, time.monotonic() + 30
+    while waiting < children:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([ready_r], [], [], left)[0]:
+            raise TimeoutError(
+                f"{children - waiting} of {children} children never reached the gate"
+            )
+        waiting += len(os.read(ready_r, children))
+    os.close(ready_r)
+    return _Brood(pids, gate, fork_s, sum(_on_cpu(pid) for pid in pids))
+
+
+def fork_and_exit(children: int) -> tuple[float, float, float]:
+    """(fork wall s, exit wall s, exit CPU s) for `children` forked from this process; the
+    exit CPU is the children's CPU after the gate opened (their total at reaping, less
+    what each had run by then: the child's side of fork)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    brood = _fork_at_gate(children, lambda: None)
     opened = time.perf_counter()
-    gate.open()
-    for pid in pids:
+    brood.gate.open()
+    for pid in brood.pids:
         os.waitpid(pid, 0)
     reaped = time.perf_counter()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return t1 - t0, reaped - opened, cpu - forked_cpu
+    return brood.fork_s, reaped - opened, cpu - brood.cpu_at_gate
 
 
 def _least_forwarder(path: str) -> None:
@@ -98,31 +133,23 @@ def fork_and_start(children: int) -> tuple[float, float]:
     """(wall s, CPU s) from the gate's opening until `children` forked children have each
     started the least forwarder and been heard from (their CPU before the gate is left
     out, as in `fork_and_exit`)."""
-    from pytest_meshlog.stack import host_control  # noqa: F401  (what the host imports)
-    from pytest_meshlog.stack.forkserver import StartGate, warm_up
-
-    warm_up("fake_procs")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "d.sock")
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path)
         server.listen(children)
+        server.settimeout(30)  # accept and recv alike: a child that never says is an error
         hold_r, hold_w = os.pipe()  # the children exit when it closes: after the count
-        gate, pids = StartGate(), []
-        for _ in range(children):
-            pid = os.fork()
-            if pid == 0:
-                os.close(hold_w)
-                gate.wait()
-                _least_forwarder(path)
-                os.read(hold_r, 1)
-                os._exit(0)
-            pids.append(pid)
+
+        def start_then_hold() -> None:
+            os.close(hold_w)
+            _least_forwarder(path)
+            os.read(hold_r, 1)
+
+        brood = _fork_at_gate(children, start_then_hold)
         os.close(hold_r)
-        time.sleep(0.05)  # every child is blocked at the gate
-        forked_cpu = sum(_on_cpu(pid) for pid in pids)
         opened = time.perf_counter()
-        gate.open()
+        brood.gate.open()
         conns = []
         for _ in range(children):
             conn, _ = server.accept()
@@ -130,9 +157,9 @@ def fork_and_start(children: int) -> tuple[float, float]:
             conn.recv(1)
             conns.append(conn)
         heard = time.perf_counter()
-        cpu = sum(_on_cpu(pid) for pid in pids) - forked_cpu
+        cpu = sum(_on_cpu(pid) for pid in brood.pids) - brood.cpu_at_gate
         os.close(hold_w)
-        for pid in pids:
+        for pid in brood.pids:
             os.waitpid(pid, 0)
         for sock in (*conns, server):
             sock.close()

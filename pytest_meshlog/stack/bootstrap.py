@@ -141,15 +141,7 @@ class BootstrapProcManager:
         launched: list[tuple[_Launch, subprocess.Popen[bytes] | ForkedChild, dict[str, int]]] = []
         try:
             for at in range(0, len(specs), _FORK_CHUNK):
-                chunk = []
-                try:
-                    for spec in specs[at : at + _FORK_CHUNK]:
-                        chunk.append(self._prepare(spec))
-                    for launch in chunk:
-                        launched.append((launch, *self._launch(launch, gate)))
-                finally:
-                    for launch in chunk:
-                        launch.close()  # the child's copies are the ones that serve
+                self._fork_chunk(specs[at : at + _FORK_CHUNK], gate, launched)
         finally:
             try:
                 started = [self._register(*one) for one in launched]  # also when one failed
@@ -158,6 +150,24 @@ class BootstrapProcManager:
         await asyncio.gather(*(self._wire_child(child) for child in started))
         for child in started:
             self.ctl.send(("spawned", child.rank, child.proc.pid))
+
+    def _fork_chunk(
+        self,
+        specs: list[dict[str, Any]],
+        gate: StartGate,
+        launched: list[tuple[_Launch, subprocess.Popen[bytes] | ForkedChild, dict[str, int]]],
+    ) -> None:
+        """Prepare `specs`, then start them back to back, adding each to `launched`; every
+        listener and key is closed after (the child's copies are the ones that serve)."""
+        chunk: list[_Launch] = []
+        try:
+            for spec in specs:
+                chunk.append(self._prepare(spec))
+            for launch in chunk:
+                launched.append((launch, *self._launch(launch, gate)))
+        finally:
+            for launch in chunk:
+                launch.close()
 
     def _prepare(self, spec: dict[str, Any]) -> _Launch:
         """Everything a child needs before its fork: its argv and environment, the
