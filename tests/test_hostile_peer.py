@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from pytest_meshlog.stack import LoggingMeshClient, wire
+from pytest_meshlog.stack import LoggingMeshClient, guards, wire
 from pytest_meshlog.stack.channel import FrameConnection
 from pytest_meshlog.stack.client import LogClientActor
 from pytest_meshlog.stack.guards import guard_accepted
@@ -355,6 +355,27 @@ def test_an_impostor_without_the_secret_is_refused(tmp_path: Path) -> None:
         assert [impostor.leave(), wrong.leave(), fwd.leave()] == ["closed"] * 3
         after = m.flush(10)
         assert after.completed and 0 in after.acked_ranks, after
+        assert events(m, "forwarder_lost") == []
+        assert_delivered_everything(m)
+
+
+def test_a_peer_that_never_says_hello_is_refused_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A same-uid process that connects to the client and sends nothing, or half a HELLO,
+    would hold its connection (and its buffer) for as long as it likes: the client refuses
+    it at the HELLO deadline and journals why. The deadline is shortened here from its 10 s
+    (it is read when a connection is accepted, in this process: the driver)."""
+    monkeypatch.setattr(guards, "HELLO_TIMEOUT_S", 0.5)
+    with running_mesh(tmp_path) as m:
+        wait_delivered(m, 0, "stdout", 1)
+        silent = Peer(sock(m, "client"), b"")
+        halfway = Peer(sock(m, "client"), hello_forwarder(0, secret_of(m.client))[:5])
+        refused = wait_events(m, "connection_refused", 2)
+        reasons = {e["peer_pid"]: e["reason"] for e in refused}
+        late = "no HELLO with the mesh secret within 0.5s"
+        assert reasons == {silent.pid: late, halfway.pid: late}, refused
+        assert [silent.leave(), halfway.leave()] == ["closed"] * 2
         assert events(m, "forwarder_lost") == []
         assert_delivered_everything(m)
 
