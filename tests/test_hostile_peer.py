@@ -310,6 +310,20 @@ def test_a_handler_error_is_journaled_and_closes_only_its_connection(tmp_path: P
     journal.close()
 
 
+def test_asyncio_speaking_in_a_child_goes_to_the_journal_not_its_stderr(tmp_path: Path) -> None:
+    """asyncio logs some trouble itself (a connection it dropped, a callback that raised);
+    by default that reaches the child's stderr, a stream being judged. The child's runtime
+    routes asyncio's logger to the journal: here a real child's asyncio logger speaks."""
+    with mesh(tmp_path, [child("asyncio-noise")]) as m:
+        m.stop(30)
+        logged = events(m, "forwarder_log", src="rank0")
+        assert [(e["level"], e["message"]) for e in logged] == [
+            ("ERROR", "meshlog test: asyncio complains")
+        ], logged
+        assert m.delivered.get((0, "stderr"), []) == []
+        assert m.delivered[(0, "stdout")] == [b"[0] spoke"]
+
+
 # -- finding 3: memory is bounded by one batch ------------------------------------------------
 
 

@@ -85,6 +85,12 @@ def workload(rt: ChildRuntime) -> int:
         while mode != "grandchild" and not rt.stopping.is_set():
             time.sleep(0.005)
         return 0
+    if mode == "asyncio-noise":  # asyncio's logger speaks in the child (as when it drops
+        import logging  # a connection on its own): the journal must get it, not stderr
+
+        logging.getLogger("asyncio").error("meshlog test: asyncio complains")
+        write(rt, 1, b"spoke\n")
+        return 0
     if mode == "exit3":
         write(rt, 1, b"about to exit 3\n")
         os._exit(3)
