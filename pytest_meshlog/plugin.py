@@ -280,4 +280,28 @@ def pytest_runtest_makereport(
                 if notes:
                     report.sections.append((f"{title}: {mesh.stack} notes", "\n".join(notes)))
                 report.sections.append((f"{title}: client stderr (tail)", mesh.output.tail(1)))
+                report.sections.append(
+                    (f"{title}: evidence on disk", _kept_on_disk(mesh.workdir, item.config))
+                )
     return report
+
+
+def _kept_on_disk(workdir: Path, config: pytest.Config) -> str:
+    """Where a failed mesh's own record lies (journal, client output, scripts, files), and
+    whether pytest will keep it: a failure that does not come back is investigated from
+    this, so the message says where it is before anyone has to ask."""
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in workdir.iterdir())
+    except OSError as exc:
+        return f"{workdir}: not readable ({exc.strerror})"
+    policy = config.getini("tmp_path_retention_policy")
+    count = config.getini("tmp_path_retention_count")
+    kept = (
+        "removed by pytest at the end of this session"
+        if policy == "none"
+        else "kept by pytest with the test's tmp_path"
+    )
+    return (
+        f"{workdir}\n  {'  '.join(names) or '(empty)'}\n"
+        f"  {kept} (tmp_path_retention_policy = {policy}, tmp_path_retention_count = {count})"
+    )

@@ -9,6 +9,17 @@ from pytest_meshlog.selftest.variants import VARIANTS
 QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark", "-q")
 
 
+def why(result: pytest.RunResult) -> str:
+    """A failed run's tail, led by where each failed mesh's evidence lies: in a run of
+    hundreds of scenarios the tail alone may not reach it, and a failure that does not
+    come back is investigated from that folder (kept under this test's tmp_path)."""
+    lines = result.outlines
+    kept = [
+        "\n".join(lines[i : i + 4]) for i, line in enumerate(lines) if "evidence on disk" in line
+    ]
+    return "\n".join([*kept, result.stdout.str()[-5000:]])
+
+
 @pytest.mark.timeout(900)
 def test_catalog_is_clean_on_the_reference_stack(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
@@ -17,7 +28,7 @@ def test_catalog_is_clean_on_the_reference_stack(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["*meshlog teardown summary*", "scenarios:*", "lines delivered:*"])
     assert "unexplained" not in result.stdout.str()
     outcomes = result.parseoutcomes()
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-5000:]
+    assert result.ret == pytest.ExitCode.OK, why(result)
     assert outcomes["passed"] >= 50
 
 
@@ -36,8 +47,7 @@ def test_crash_scenarios_pass_at_the_strict_level_on_the_reference_stack(
         "--meshlog", "-m", "meshlog_catalog", "-k", CRASH_FAMILY, "--meshlog-rules=strict",
         *QUIET, timeout=600,
     )  # fmt: skip
-    out = result.stdout.str()
-    assert result.ret == pytest.ExitCode.OK, out[-5000:]
+    assert result.ret == pytest.ExitCode.OK, why(result)
     result.stdout.fnmatch_lines(["crash rules:*strict", "lost:*none"])
     assert result.parseoutcomes()["passed"] >= 16
 
@@ -48,7 +58,7 @@ def test_selftest_catches_every_broken_variant(pytester: pytest.Pytester) -> Non
         "--meshlog", "--meshlog-selftest", "-m", "meshlog_catalog", *QUIET, timeout=900
     )
     out = result.stdout.str()
-    assert result.ret == pytest.ExitCode.OK, out[-5000:]
+    assert result.ret == pytest.ExitCode.OK, why(result)
     for variant in VARIANTS:
         result.stdout.fnmatch_lines([f"{variant} *caught (*"])
     assert "NOT CAUGHT" not in out
@@ -72,5 +82,5 @@ def test_a_few_hundred_random_scenarios(pytester: pytest.Pytester) -> None:
         "--meshlog", "-m", "meshlog_catalog", "-k", "random", "--meshlog-random", "200",
         "-n", "2", *QUIET, timeout=900,
     )  # fmt: skip
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-5000:]
+    assert result.ret == pytest.ExitCode.OK, why(result)
     assert result.parseoutcomes()["passed"] == 200

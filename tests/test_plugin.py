@@ -514,6 +514,14 @@ def _script_json(result: pytest.RunResult) -> str:
     return lines[0][lines[0].index("SCRIPT {") + len("SCRIPT ") :]
 
 
+def _evidence_dir(result: pytest.RunResult) -> Path:
+    """The folder a failure report names as the mesh's evidence on disk."""
+    lines = result.outlines
+    heads = [i for i, line in enumerate(lines) if "evidence on disk" in line]
+    assert heads, stdout_text(result)
+    return Path(lines[heads[0] + 1].strip())
+
+
 def test_unclean_teardown_fails_with_seed_and_rank(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_partial=PARTIAL_USER, test_seed=SEED_USER)
     broken = run_sub(
@@ -536,6 +544,13 @@ def test_unclean_teardown_fails_with_seed_and_rank(pytester: pytest.Pytester) ->
         ]
     )
     assert "rank 1 stdout" in stdout_text(broken)
+    kept = _evidence_dir(broken)
+    assert sorted(p.name for p in (kept / "journal").iterdir())[:2] == [
+        "driver.jsonl",
+        "host0.jsonl",
+    ]
+    assert (kept / "client.stdout").is_file()
+    broken.stdout.fnmatch_lines(["*kept by pytest with the test's tmp_path*"])
     assert_no_leftovers(pytester)
 
     # the printed seed replays the content: the same seed builds the same script
