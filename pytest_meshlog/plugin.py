@@ -17,7 +17,7 @@ import pytest
 
 from fake_procs import FakeProcs, default_catalog
 
-from . import hookspecs
+from . import hookspecs, kept
 from .backend import ReferenceBackend, StackBackend
 from .harness import Mesh, MeshHarness
 from .leaks import LeakChecker, format_leaks
@@ -234,11 +234,17 @@ def meshlog(
     )
     item.stash.setdefault(HARNESSES, []).append(harness)
     yield harness
-    reports = harness.finish()
-    if session.selftest_active(item):
-        return  # the self-test records what was caught instead of failing
-    for report in reports:
-        report.assert_clean(lost_at_most=marks.expect.lost_at_most, barrier=marks.expect.barrier)
+    try:
+        reports = harness.finish()
+        if session.selftest_active(item):
+            return  # the self-test records what was caught instead of failing
+        for report in reports:
+            report.assert_clean(
+                lost_at_most=marks.expect.lost_at_most, barrier=marks.expect.barrier
+            )
+    except Exception:
+        kept.keep_failed(harness.meshes, item.name, config, tmp_path_factory)
+        raise
 
 
 def _procs_param(item: pytest.Item) -> int | None:
@@ -281,27 +287,6 @@ def pytest_runtest_makereport(
                     report.sections.append((f"{title}: {mesh.stack} notes", "\n".join(notes)))
                 report.sections.append((f"{title}: client stderr (tail)", mesh.output.tail(1)))
                 report.sections.append(
-                    (f"{title}: evidence on disk", _kept_on_disk(mesh.workdir, item.config))
+                    (f"{title}: evidence on disk", kept.on_disk(mesh.workdir, item.config))
                 )
     return report
-
-
-def _kept_on_disk(workdir: Path, config: pytest.Config) -> str:
-    """Where a failed mesh's own record lies (journal, client output, scripts, files), and
-    whether pytest will keep it: a failure that does not come back is investigated from
-    this, so the message says where it is before anyone has to ask."""
-    try:
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in workdir.iterdir())
-    except OSError as exc:
-        return f"{workdir}: not readable ({exc.strerror})"
-    policy = config.getini("tmp_path_retention_policy")
-    count = config.getini("tmp_path_retention_count")
-    kept = (
-        "removed by pytest at the end of this session"
-        if policy == "none"
-        else "kept by pytest with the test's tmp_path"
-    )
-    return (
-        f"{workdir}\n  {'  '.join(names) or '(empty)'}\n"
-        f"  {kept} (tmp_path_retention_policy = {policy}, tmp_path_retention_count = {count})"
-    )

@@ -550,13 +550,32 @@ def test_unclean_teardown_fails_with_seed_and_rank(pytester: pytest.Pytester) ->
         "host0.jsonl",
     ]
     assert (kept / "client.stdout").is_file()
-    broken.stdout.fnmatch_lines(["*kept by pytest with the test's tmp_path*"])
     assert_no_leftovers(pytester)
 
     # the printed seed replays the content: the same seed builds the same script
     same = run_inline(pytester, "test_seed.py", "--meshlog-seed", "1234", "-s")
     same.assert_outcomes(passed=1)
     assert _script_json(same) == _script_json(broken)
+
+
+@pytest.mark.parametrize("policy", ["failed", "all"])
+def test_a_teardown_failure_keeps_its_evidence_whatever_the_retention_policy(
+    pytester: pytest.Pytester, policy: str
+) -> None:
+    """The check fails at teardown, after the call passed; under the "failed" retention
+    policy pytest then removes the test's tmp_path, and with it the journal. The folder the
+    report names must still be there after the session, under either policy."""
+    pytester.makeini(f"[pytest]\ntmp_path_retention_policy = {policy}\n")
+    pytester.makepyfile(test_partial=PARTIAL_USER)
+    broken = run_sub(
+        pytester, "test_partial.py", "--meshlog-stack", "reference+partial_line_dropped"
+    )
+    broken.assert_outcomes(passed=1, errors=1)
+    kept = _evidence_dir(broken)
+    assert (kept / "journal" / "driver.jsonl").is_file(), stdout_text(broken)
+    assert (kept / "client.stdout").is_file()
+    broken.stdout.fnmatch_lines([f"*kept by pytest*(tmp_path_retention_policy = {policy}, *"])
+    assert_no_leftovers(pytester)
 
 
 def test_seed_option_sets_content(pytester: pytest.Pytester) -> None:
