@@ -379,10 +379,12 @@ def test_a_peer_that_never_says_hello_is_refused_at_the_deadline(
     """A same-uid process that connects to the client and sends nothing, or half a HELLO,
     would hold its connection (and its buffer) for as long as it likes: the client refuses
     it at the HELLO deadline and journals why. The deadline is shortened here from its 10 s
-    (it is read when a connection is accepted, in this process: the driver)."""
-    monkeypatch.setattr(guards, "HELLO_TIMEOUT_S", 0.5)
+    (it is read when a connection is accepted, in this process: the driver), once the
+    mesh's own forwarders are connected, so that a busy machine cannot make them late."""
     with running_mesh(tmp_path) as m:
         wait_delivered(m, 0, "stdout", 1)
+        wait_delivered(m, 1, "stdout", 3)  # both forwarders are in before the short deadline
+        monkeypatch.setattr(guards, "HELLO_TIMEOUT_S", 0.5)
         silent = Peer(sock(m, "client"), b"")
         halfway = Peer(sock(m, "client"), hello_forwarder(0, secret_of(m.client))[:5])
         refused = wait_events(m, "connection_refused", 2)
