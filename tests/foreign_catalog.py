@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -35,10 +36,22 @@ def run_and_compare(
     when a scenario's outcome is not the recorded one (`flaky` matches either)."""
     recorded = json.loads(expected.read_text())
     junit = pytester.path / f"{stack}.xml"
-    pytester.runpytest_subprocess(
-        "--meshlog", f"--meshlog-stack={stack}", "-p", "no:cacheprovider", "-p", "no:benchmark",
-        f"--junitxml={junit}", "-q", *args, timeout=timeout,
-    )  # fmt: skip
+    try:
+        pytester.runpytest_subprocess(
+            "--meshlog", f"--meshlog-stack={stack}", "-p", "no:cacheprovider", "-p", "no:benchmark",
+            f"--junitxml={junit}", "-q", *args, timeout=timeout,
+        )  # fmt: skip
+        finished = True
+    except pytester.TimeoutExpired:
+        finished = False
+    if not finished:  # pytester keeps the killed run's output in its folder: how far it got
+        printed = (pytester.path / "stdout").read_text(errors="replace").strip()
+        done = sum(map(len, re.findall(r"^[.sFExX]+", printed, re.M)))
+        pytest.fail(
+            f"the {stack} catalog did not finish within {timeout:.0f} s; it had printed "
+            f"{done} item outcomes:\n{printed[-2000:]}",
+            pytrace=False,
+        )
     got = outcomes(junit)
     want: dict[str, str] = recorded["outcomes"]
     diff = [
