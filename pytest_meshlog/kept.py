@@ -10,6 +10,7 @@ with `tmp_path_factory`, which pytest keeps when the session fails.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,17 +26,20 @@ def keep_failed(
     meshes: Iterable[Mesh], test_name: str, config: pytest.Config, factory: pytest.TempPathFactory
 ) -> None:
     """Move each mesh's folder out of the test's `tmp_path` if pytest would remove it with
-    the `tmp_path` (the "failed" policy), and point the mesh at its new place."""
+    the `tmp_path` (the "failed" policy), and point the mesh at its new place. Called while
+    the failure propagates: a folder that cannot be moved stays (the report then says it
+    is gone), and the failure is never hidden behind an error of this."""
     if config.getini(POLICY) != "failed":
         return
     present = [m for m in meshes if m.workdir.is_dir()]
     if not present:
         return
-    kept = factory.mktemp(re.sub(r"\W", "_", test_name)[:30] + "-meshlog")
-    for mesh in present:
-        target = kept / mesh.workdir.name
-        mesh.workdir.rename(target)
-        mesh.workdir = target
+    with contextlib.suppress(OSError):
+        kept = factory.mktemp(re.sub(r"\W", "_", test_name)[:30] + "-meshlog")
+        for mesh in present:
+            target = kept / mesh.workdir.name
+            mesh.workdir.rename(target)
+            mesh.workdir = target
 
 
 def on_disk(workdir: Path, config: pytest.Config) -> str:
