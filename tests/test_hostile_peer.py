@@ -315,6 +315,7 @@ def test_asyncio_speaking_in_a_child_goes_to_the_journal_not_its_stderr(tmp_path
     by default that reaches the child's stderr, a stream being judged. The child's runtime
     routes asyncio's logger to the journal: here a real child's asyncio logger speaks."""
     with mesh(tmp_path, [child("asyncio-noise")]) as m:
+        wait_delivered(m, 0, "stdout", 1)  # a stop before it wrote would skip the write
         m.stop(30)
         logged = events(m, "forwarder_log", src="rank0")
         assert [(e["level"], e["message"]) for e in logged] == [
