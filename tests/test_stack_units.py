@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,9 @@ from pytest_meshlog.stack import wire
 from pytest_meshlog.stack.blobs import Lines
 from pytest_meshlog.stack.client import LogClientActor
 from pytest_meshlog.stack.file_appender import FileAppender
+from pytest_meshlog.stack.hosts import HostLink
 from pytest_meshlog.stack.journal import Journal, read_journal
+from pytest_meshlog.stack.outcomes import MeshError
 from pytest_meshlog.stack.tee import StreamFwder
 
 
@@ -121,3 +126,29 @@ def test_oversized_or_garbage_frames_are_errors() -> None:
         wire.FrameDecoder().feed(b"\xff\xff\xff\xff")
     with pytest.raises(wire.FrameError, match="not a message array"):
         wire.FrameDecoder().feed(b"\x00\x00\x00\x01\x05")
+
+
+@pytest.mark.parametrize(
+    ("signal_first", "state"), [(None, "sleeping"), (signal.SIGSTOP, "stopped")]
+)
+def test_a_host_that_misses_a_deadline_says_how_it_spent_it(
+    signal_first: int | None, state: str
+) -> None:
+    """A timeout waiting for a host says what the host did meanwhile (state, CPU used, the
+    machine's load): one that never got the CPU is told apart from one that hung. A real
+    process stands in for a host that never answers (`sleep`, and a stopped one)."""
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        if signal_first is not None:
+            proc.send_signal(signal_first)
+
+        async def wait() -> None:
+            host = HostLink(0, proc, ("", ""), lambda rank, info: None)
+            await host.next_reply(time.monotonic() + 0.3, "host0 to start")
+
+        said = rf"timed out waiting for host0 to start \(host0: pid {proc.pid} {state}, \d+ ms "
+        with pytest.raises(MeshError, match=said + r"of CPU in its \d+\.\d s; load average "):
+            asyncio.run(wait())
+    finally:
+        proc.kill()
+        proc.wait()

@@ -15,7 +15,7 @@ from typing import Any
 from . import spare
 from .channel import FrameConnection
 from .outcomes import ExitInfo, MeshError
-from .procs import set_parent_death_signal
+from .procs import set_parent_death_signal, time_spent
 from .waits import process_exit
 
 OnExit = Callable[[int, ExitInfo], None]
@@ -64,7 +64,11 @@ class HostLink:
                     self.inbox.get(), max(0.0, deadline - time.monotonic())
                 )
             except TimeoutError:
-                raise MeshError(f"timed out waiting for {what}") from None
+                spent = time_spent(self.proc.pid)  # starved or stuck: the reader can tell
+                raise MeshError(
+                    f"timed out waiting for {what}"
+                    + (f" (host{self.index}: {spent})" if spent else "")
+                ) from None
             if msg is None:
                 raise self._gone(what)
             if msg[0] != "exited":

@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -46,6 +47,28 @@ def become_subreaper() -> bool:
     except (OSError, AttributeError):
         return False
     return True
+
+
+_STATES = {"R": "runnable", "S": "sleeping", "D": "in uninterruptible wait (disk?)",
+           "T": "stopped", "t": "stopped by a tracer", "Z": "a zombie"}  # fmt: skip
+
+
+def time_spent(pid: int) -> str:
+    """How a process that missed a deadline spent it, from /proc: its state, the CPU it has
+    used and its age, with the machine's load. Runnable with little CPU means the machine
+    did not run it (overloaded, or stalled itself), not that it hung. "" if unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu_ms = (int(fields[11]) + int(fields[12])) * 1000 // tick  # utime + stime
+    age = uptime - int(fields[19]) / tick  # starttime
+    load = os.getloadavg()[0]
+    state = _STATES.get(fields[0], fields[0])
+    return f"pid {pid} {state}, {cpu_ms} ms of CPU in its {age:.1f} s; load average {load:.1f}"
 
 
 @dataclass(frozen=True)
