@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from pytest_meshlog.leaks import LeakChecker
-from pytest_meshlog.stack.procs import pipe_inode, still_at
+from pytest_meshlog.stack.procs import descendants, pipe_inode, still_at
 
 from .stack_helpers import child, events, mesh, wait_delivered
 
@@ -150,3 +151,59 @@ def test_the_watchers_tick_sees_a_child_let_go_of_its_pipe(tmp_path: Path) -> No
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_closing_without_stop_ends_the_childrens_descendants(tmp_path: Path) -> None:
+    """A mesh closed without `stop()` (a test that raised, a failed spawn): each host is
+    asked to leave before it is killed, and ends what its children left running on the
+    way out. A host killed at once would leave the grandchildren to PID 1, and so did a
+    host that looked for them while their parents were still exiting (about one in three
+    got away: hence six)."""
+    pids: list[int] = []
+    modes = ["grandchild-hang", "daemon-hang"] * 3
+    try:
+        with mesh(tmp_path, [child(mode) for mode in modes]) as m:
+            for rank in range(len(modes)):
+                wait_delivered(m, rank, "stdout", 1)
+            pids = [grandchild_pid(m, rank) for rank in range(len(modes))]
+            m.close()
+        assert [pid for pid in pids if not gone(pid)] == []
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+# A process whose main thread exits while another thread lives on: the kernel shows it as
+# a zombie until its last thread is gone, and its child keeps it as parent meanwhile.
+ZOMBIE_LEADER = textwrap.dedent(
+    """
+    import ctypes, subprocess, sys, threading, time
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    print(child.pid, flush=True)
+    threading.Thread(target=time.sleep, args=(60,)).start()
+    ctypes.CDLL(None).pthread_exit(None)
+    """
+)
+
+
+def test_descendants_are_found_under_a_parent_whose_main_thread_has_exited() -> None:
+    """A killed mesh child goes through that state on its way out (its forwarder thread
+    exits after its main thread); a walk that stopped at zombies lost its grandchildren,
+    which then outlived the mesh."""
+    proc = subprocess.Popen([sys.executable, "-c", ZOMBIE_LEADER], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    grandchild = int(proc.stdout.readline())
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the main thread did not exit"
+            time.sleep(0.01)
+        found = descendants(os.getpid())
+        assert grandchild in found and proc.pid not in found
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, signal.SIGKILL)
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()

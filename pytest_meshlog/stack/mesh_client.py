@@ -37,6 +37,8 @@ from .procs import claim, sweep_stale
 from .stopping import stop_mesh
 
 T = TypeVar("T")
+HOST_LEAVE_S = 1.0
+"""How long a host closed without `stop()` has to end its children and leave."""
 
 __all__ = ["ChildSpec", "ExitInfo", "LoggingMeshClient", "MeshError", "PipeHolder", "StopOutcome"]
 
@@ -358,6 +360,7 @@ class LoggingMeshClient:
         if self.state == "closed":
             return
         self._lifecycle.state = "closed"  # from any state
+        self._ask_hosts_to_leave()
         for host in self._hosts:
             host.kill()
         for host in self._hosts:
@@ -384,6 +387,25 @@ class LoggingMeshClient:
             spare.start(
                 self.python, bytecode.host_env(os.environ, self.bytecode_cache), self._child_modules
             )
+
+    def _ask_hosts_to_leave(self) -> None:
+        """A host still running when the mesh closes without `stop()` (a failed spawn, a
+        test that raised) is asked to shut down first: on the way out it ends its children
+        and every descendant it adopted. SIGKILL would leave their grandchildren running,
+        re-parented to PID 1. One that has not left by `HOST_LEAVE_S` is killed."""
+        live = [h for h in self._hosts if h.proc.poll() is None]
+        if not live or not self._thread.is_alive():
+            return
+
+        async def leave() -> None:
+            for host in live:
+                host.send(("shutdown",))
+            deadline = time.monotonic() + HOST_LEAVE_S
+            for host in live:
+                await host.reap(deadline)  # killed at the deadline
+
+        with contextlib.suppress(Exception):
+            self._call(leave(), HOST_LEAVE_S + 1.0, "the hosts to leave")
 
     def __enter__(self) -> LoggingMeshClient:
         return self

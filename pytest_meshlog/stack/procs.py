@@ -96,24 +96,37 @@ def cmdline(pid: int) -> str:
 
 def _stat(pid: int) -> tuple[int, int] | None:
     """(ppid, pgid) of a live, non-zombie process; None if gone or a zombie."""
+    st = _stat_any(pid)
+    return None if st is None or st[2] else (st[0], st[1])
+
+
+def _stat_any(pid: int) -> tuple[int, int, bool] | None:
+    """(ppid, pgid, is a zombie) of a process; None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[1]), int(fields[2])
+    return int(fields[1]), int(fields[2]), fields[0] in (b"Z", b"X")
 
 
 def descendants(root: int) -> list[int]:
-    """Live descendants of `root` (not itself), parents before children, from /proc."""
+    """Live descendants of `root` (not itself), parents before children, from /proc.
+
+    The walk goes through zombies, which are not returned: a process whose main thread has
+    exited shows as a zombie while its other threads still run, and its children keep it
+    as their parent until the last thread is gone. A killed mesh child is such a process
+    for a moment, and a walk that stopped at it lost its grandchildren (they then outlived
+    the mesh)."""
     parent_of: dict[int, int] = {}
+    zombies: set[int] = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
-            st = _stat(int(name))
+            st = _stat_any(int(name))
             if st is not None:
                 parent_of[int(name)] = st[0]
+                if st[2]:
+                    zombies.add(int(name))
     children: dict[int, list[int]] = {}
     for pid, ppid in parent_of.items():
         children.setdefault(ppid, []).append(pid)
@@ -121,7 +134,8 @@ def descendants(root: int) -> list[int]:
     todo = list(children.get(root, ()))
     while todo:
         pid = todo.pop(0)
-        out.append(pid)
+        if pid not in zombies:
+            out.append(pid)
         todo.extend(children.get(pid, ()))
     return out
 
