@@ -18,6 +18,7 @@ from pytest_meshlog.stack import ChildSpec, ConfigError, LoggingMeshClient, Stac
 #   invalid scripts ...................... tests/test_fake_procs_script.py (ScriptError names step, value)
 #   unknown marker arguments ............. tests/test_plugin.py (collection error naming the value)
 #   a disk that fills while writing ...... catalog meshlog::test_disk_full (files on /dev/full: ENOSPC)
+#   a file write cut short mid-line ...... tests/test_file_write_errors.py (RLIMIT_FSIZE, then raised)
 #   a child faster than the client ....... catalog meshlog::test_kill_under_backpressure (slow_client)
 
 
