@@ -42,6 +42,16 @@ def test_unusable_log_dir_is_refused_before_anything_spawns(tmp_path: Path, kind
         client.close()
 
 
+def test_a_log_dir_not_in_utf8_is_refused_naming_it(
+    meshlog: MeshHarness, fake_procs: FakeProcs, tmp_path: Path
+) -> None:
+    log_dir = tmp_path / os.fsdecode(b"logs-\xff\xfe")  # msgpack raised UnicodeEncodeError
+    before = _descendants()
+    with pytest.raises(ConfigError, match=r"log_dir='.*logs-\\udcff\\udcfe' is not valid UTF-8"):
+        meshlog.spawn([fake_procs.partial_line_writer(lines=3)], env="prod", log_dir=log_dir)
+    assert _descendants() == before, "nothing may start for a refused log dir"
+
+
 def test_missing_log_dir_is_created(
     meshlog: MeshHarness, fake_procs: FakeProcs, tmp_path: Path
 ) -> None:

@@ -95,6 +95,14 @@ class StackConfig:
                 raise ConfigError(f"{flag}={getattr(self, flag)!r} is not a bool")
         if self.log_dir == "":
             raise ConfigError("log_dir='' is empty: give a directory or None")
+        if self.log_dir is not None:
+            try:  # the hosts get it (and report their files) over msgpack, which needs UTF-8
+                self.log_dir.encode()
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"log_dir={self.log_dir!r} is not valid UTF-8 (its bytes: "
+                    f"{os.fsencode(self.log_dir)!r}): give a directory whose name is"
+                ) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
