@@ -11,6 +11,7 @@ import pytest
 from .faults import FAULT_KINDS, FAULTS, HOSTILE_ATTACKS, problem
 from .report import RULES, BarrierExpectation, Rules
 from .stack import ENVS, Env
+from .stack.config import MAX_READ_LOG_BUFFER
 
 __all__ = [
     "FAULT_KINDS",
@@ -106,8 +107,9 @@ class MeshOptions:
             f"{source}: aggregate_window_sec={w!r} needs stream_to_client=True",
         )
         _check(
-            _is_int(opts.read_log_buffer) and opts.read_log_buffer >= 1,
-            f"{source}: read_log_buffer={opts.read_log_buffer!r} must be an int >= 1",
+            _is_int(opts.read_log_buffer) and 1 <= opts.read_log_buffer <= MAX_READ_LOG_BUFFER,
+            f"{source}: read_log_buffer={opts.read_log_buffer!r} must be an int from 1 to "
+            f"{MAX_READ_LOG_BUFFER}",
         )
         _check(
             opts.rules in RULES,

@@ -23,7 +23,7 @@ from .stack.config import (
     READ_LOG_BUFFER,
     ConfigError,
     parse_bool,
-    parse_positive_int,
+    parse_read_log_buffer,
 )
 
 SETTINGS = pytest.StashKey["Settings"]()
@@ -106,7 +106,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--meshlog-spare-host", "meshlog_spare_host", _bool, False,
            "keep one warm bootstrap host between meshes (faster spawns; the host outlives "
            "each test until the session ends)", flag_only=True),
-    Option("--meshlog-read-log-buffer", "meshlog_read_log_buffer", parse_positive_int, None,
+    Option("--meshlog-read-log-buffer", "meshlog_read_log_buffer", parse_read_log_buffer, None,
            f"lines per batch (default: ${READ_LOG_BUFFER}, else 100)", env=READ_LOG_BUFFER),
     Option("--meshlog-prefix-with-rank", "meshlog_prefix_with_rank", _bool, None,
            f"true/false: prefix lines with [rank] (default: ${PREFIX_WITH_RANK}, else true)",

@@ -18,6 +18,7 @@ from pytest_meshlog.stack import ChildSpec, ConfigError, LoggingMeshClient, Stac
 #   invalid scripts ...................... tests/test_fake_procs_script.py (ScriptError names step, value)
 #   unknown marker arguments ............. tests/test_plugin.py (collection error naming the value)
 #   a disk that fills while writing ...... catalog meshlog::test_disk_full (files on /dev/full: ENOSPC)
+#   a file write cut short mid-line ...... tests/test_file_write_errors.py (RLIMIT_FSIZE, then raised)
 #   a child faster than the client ....... catalog meshlog::test_kill_under_backpressure (slow_client)
 
 
@@ -39,6 +40,16 @@ def test_unusable_log_dir_is_refused_before_anything_spawns(tmp_path: Path, kind
         assert _descendants() == before, "nothing may start for a refused log dir"
     finally:
         client.close()
+
+
+def test_a_log_dir_not_in_utf8_is_refused_naming_it(
+    meshlog: MeshHarness, fake_procs: FakeProcs, tmp_path: Path
+) -> None:
+    log_dir = tmp_path / os.fsdecode(b"logs-\xff\xfe")  # msgpack raised UnicodeEncodeError
+    before = _descendants()
+    with pytest.raises(ConfigError, match=r"log_dir='.*logs-\\udcff\\udcfe' is not valid UTF-8"):
+        meshlog.spawn([fake_procs.partial_line_writer(lines=3)], env="prod", log_dir=log_dir)
+    assert _descendants() == before, "nothing may start for a refused log dir"
 
 
 def test_missing_log_dir_is_created(

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from pytest_meshlog.stack import config
+from pytest_meshlog.stack import config, wire
 from pytest_meshlog.stack.config import ConfigError, StackConfig
 
 ALL_KNOBS = (
@@ -113,7 +113,9 @@ def _assert_names(err: pytest.ExceptionInfo[ConfigError], name: str, raw: str) -
     assert repr(raw) in message
 
 
-@pytest.mark.parametrize("raw", ["abc", "0", "-3", "", "1.5", "ten", "0x10"])
+@pytest.mark.parametrize(
+    "raw", ["abc", "0", "-3", "", "1.5", "ten", "0x10", "10001", str(2**64), str(2**64 + 1)]
+)
 def test_bad_read_log_buffer(raw: str) -> None:
     with pytest.raises(ConfigError) as err:
         StackConfig.from_env({config.READ_LOG_BUFFER: raw})
@@ -147,7 +149,14 @@ def test_first_bad_knob_fails_even_with_good_ones() -> None:
         StackConfig.from_env({config.READ_LOG_BUFFER: "5", config.ENV: "nowhere"})
 
 
-@pytest.mark.parametrize("value", [0, -1, True, "5", 2.0])
+def test_read_log_buffer_bound_is_named_and_fits_a_frame() -> None:
+    with pytest.raises(ConfigError, match=r"'18446744073709551616' must be from 1 to 10000"):
+        StackConfig.from_env({config.READ_LOG_BUFFER: str(2**64)})
+    most = StackConfig.from_env({config.READ_LOG_BUFFER: "10000"}).read_log_buffer
+    assert wire.max_log_frame(most) <= wire.MAX_FRAME
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "5", 2.0, 10_001, 2**64])
 def test_constructor_validates_read_log_buffer(value: object) -> None:
     with pytest.raises(ConfigError, match="read_log_buffer"):
         StackConfig(read_log_buffer=value)  # type: ignore[arg-type]

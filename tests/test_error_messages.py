@@ -42,8 +42,12 @@ def test_a_bad_spawn_argument_names_spawn_not_a_marker(
 ) -> None:
     with pytest.raises(ValueError, match=r"^spawn\(\): env='staging' is not one of local"):
         meshlog.spawn(fake_procs.silent(), env="staging")
-    with pytest.raises(ValueError, match=r"^spawn\(\): read_log_buffer=0 must be an int >= 1"):
+    with pytest.raises(
+        ValueError, match=r"^spawn\(\): read_log_buffer=0 must be an int from 1 to 10000"
+    ):
         meshlog.spawn(fake_procs.silent(), read_log_buffer=0)
+    with pytest.raises(ValueError, match=r"^spawn\(\): read_log_buffer=10001 must be an int from"):
+        meshlog.spawn(fake_procs.silent(), read_log_buffer=10_001)
     assert meshlog.meshes == []  # nothing was started
 
 

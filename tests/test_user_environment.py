@@ -88,7 +88,8 @@ def test_without_any_setting_the_defaults_hold(
     ("variable", "value", "message"),
     [
         ("HYPERACTOR_READ_LOG_BUFFER", "lots", "'lots' is not an integer"),
-        ("HYPERACTOR_READ_LOG_BUFFER", "0", "'0' must be at least 1"),
+        ("HYPERACTOR_READ_LOG_BUFFER", "0", "'0' must be from 1 to 10000"),
+        ("HYPERACTOR_READ_LOG_BUFFER", str(2**64), f"'{2**64}' must be from 1 to 10000"),
         ("HYPERACTOR_PREFIX_WITH_RANK", "maybe", "'maybe' is not a boolean"),
         ("HYPERACTOR_FORCE_FILE_LOG", "", "'' is not a boolean"),
     ],

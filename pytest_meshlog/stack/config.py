@@ -15,6 +15,10 @@ from typing import Literal
 MAX_LINE_SIZE = 4096
 """Lines longer than this many bytes are truncated at a UTF-8 boundary (fixed, as upstream)."""
 
+MAX_READ_LOG_BUFFER = 10_000
+"""The most lines per batch: a batch of that many longest lines (about 42 MB) still fits
+one frame of a trusted connection (64 MiB), and msgpack encodes any such count."""
+
 READ_LOG_BUFFER = "HYPERACTOR_READ_LOG_BUFFER"
 FORCE_FILE_LOG = "HYPERACTOR_FORCE_FILE_LOG"
 PREFIX_WITH_RANK = "HYPERACTOR_PREFIX_WITH_RANK"
@@ -42,14 +46,20 @@ def parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no)")
 
 
-def parse_positive_int(name: str, raw: str) -> int:
+def parse_positive_int(name: str, raw: str, most: int) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < 1:
-        raise ConfigError(f"{name}={raw!r} must be at least 1")
+    if not 1 <= value <= most:
+        raise ConfigError(f"{name}={raw!r} must be from 1 to {most}")
     return value
+
+
+def parse_read_log_buffer(name: str, raw: str) -> int:
+    """Lines per batch, from 1 to MAX_READ_LOG_BUFFER (a bigger count once passed, then
+    killed the host silently: msgpack cannot encode an int past 64 bits)."""
+    return parse_positive_int(name, raw, MAX_READ_LOG_BUFFER)
 
 
 def parse_env(name: str, raw: str) -> Env:
@@ -74,8 +84,10 @@ class StackConfig:
     def __post_init__(self) -> None:
         if isinstance(self.read_log_buffer, bool) or not isinstance(self.read_log_buffer, int):
             raise ConfigError(f"read_log_buffer={self.read_log_buffer!r} is not an integer")
-        if self.read_log_buffer < 1:
-            raise ConfigError(f"read_log_buffer={self.read_log_buffer!r} must be at least 1")
+        if not 1 <= self.read_log_buffer <= MAX_READ_LOG_BUFFER:
+            raise ConfigError(
+                f"read_log_buffer={self.read_log_buffer!r} must be from 1 to {MAX_READ_LOG_BUFFER}"
+            )
         if self.env not in ENVS:
             raise ConfigError(f"env={self.env!r} is not one of {', '.join(ENVS)}")
         for flag in ("force_file_log", "prefix_with_rank", "enable_log_forwarding"):
@@ -83,6 +95,14 @@ class StackConfig:
                 raise ConfigError(f"{flag}={getattr(self, flag)!r} is not a bool")
         if self.log_dir == "":
             raise ConfigError("log_dir='' is empty: give a directory or None")
+        if self.log_dir is not None:
+            try:  # the hosts get it (and report their files) over msgpack, which needs UTF-8
+                self.log_dir.encode()
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"log_dir={self.log_dir!r} is not valid UTF-8 (its bytes: "
+                    f"{os.fsencode(self.log_dir)!r}): give a directory whose name is"
+                ) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
@@ -91,7 +111,8 @@ class StackConfig:
         cfg = cls()
         if READ_LOG_BUFFER in environ:
             cfg = replace(
-                cfg, read_log_buffer=parse_positive_int(READ_LOG_BUFFER, environ[READ_LOG_BUFFER])
+                cfg,
+                read_log_buffer=parse_read_log_buffer(READ_LOG_BUFFER, environ[READ_LOG_BUFFER]),
             )
         if FORCE_FILE_LOG in environ:
             cfg = replace(cfg, force_file_log=parse_bool(FORCE_FILE_LOG, environ[FORCE_FILE_LOG]))

@@ -59,6 +59,8 @@ class FileAppender:
         self._posted_held = dict.fromkeys(STREAMS, 0)
         self.slowest_batch_s = dict.fromkeys(STREAMS, 0.0)
         self._held = dict.fromkeys(STREAMS, False)
+        self._torn = dict.fromkeys(STREAMS, False)
+        """A stream whose file ends in a torn line that could not be cut off (`_failed`)."""
         self._listeners: dict[str, list[tuple[Callable[[], None], Callable[[], None]]]] = {
             s: [] for s in STREAMS
         }
@@ -160,20 +162,54 @@ class FileAppender:
         data = b"\n".join(b.blob for b in batches) + b"\n"
         size = len(data)
         lines = sum(b.nlines for b in batches)
+        done = 0
         try:
+            if self._torn[stream]:  # a torn line is still open: end it before a new one
+                os.write(fd, b"\n")
+                self._torn[stream] = False
             view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            while done < size:
+                done += os.write(fd, view[done:])
             self.lines_written[stream] += lines
         except OSError as exc:
-            self.write_errors[stream] += lines
-            self.journal(Ev.FILE_WRITE_ERROR, stream=stream, lines=lines, error=str(exc))
+            self._failed(stream, fd, data, done, lines, exc)
         took = (time.monotonic() - started) / len(batches)
         if took > self.slowest_batch_s[stream]:
             self.slowest_batch_s[stream] = took
         self.queued_bytes[stream] -= size
         if self._held[stream] and self.queued_bytes[stream] <= QUEUE_LOW_BYTES:
             self._release(stream)
+
+    def _failed(
+        self, stream: str, fd: int, data: bytes, done: int, lines: int, exc: OSError
+    ) -> None:
+        """A write failed after `done` bytes of `data` reached the file (a short write, then
+        ENOSPC or EFBIG): count the whole lines among them as written and the rest as
+        failed, and cut off the torn line after them, so that no later write (once space
+        is freed) continues it into a corrupt line. A file that cannot be cut keeps its
+        torn line, which the next write ends with a newline (`torn` says which)."""
+        whole = data.rfind(b"\n", 0, done) + 1
+        written = data.count(b"\n", 0, whole)
+        torn_bytes = done - whole
+        torn = "none"
+        if torn_bytes:
+            try:
+                os.ftruncate(fd, os.fstat(fd).st_size - torn_bytes)
+                torn = "removed"
+            except OSError:
+                self._torn[stream] = True
+                torn = "kept"
+        self.lines_written[stream] += written
+        self.write_errors[stream] += lines - written
+        self.journal(
+            Ev.FILE_WRITE_ERROR,
+            stream=stream,
+            lines=lines - written,
+            written_lines=written,
+            torn_bytes=torn_bytes,
+            torn=torn,
+            error=str(exc),
+        )
 
     async def close(self, timeout: float) -> None:
         """Stop the writers after everything already posted is written; a writer still

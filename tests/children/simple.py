@@ -64,6 +64,17 @@ def workload(rt: ChildRuntime) -> int:
         while not rt.stopping.is_set():
             time.sleep(0.005)
         return 0
+    if mode == "two-floods":  # two floods of n 100-byte lines, each once its file exists
+        first, second = sys.argv[3], sys.argv[4]  # (the files GO and GO2); then hang
+        for name, go in ((b"first", first), (b"second", second)):
+            deadline = time.monotonic() + 30
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            pad = b"x" * (92 - len(name))
+            write(rt, 1, b"".join(name + b" %05d " % i + pad + b"\n" for i in range(n)))
+        while not rt.stopping.is_set():
+            time.sleep(0.005)
+        return 0
     if mode == "flood":  # n 41-byte lines as fast as the pipe takes them
         line = b"x" * 40 + b"\n"
         block = line * 200

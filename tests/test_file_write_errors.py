@@ -1,0 +1,51 @@
+"""A host whose file writes fail partway (a file-size limit, as a full disk does) against
+the real stack: the file keeps whole lines only, and the appender counts exactly those."""
+
+from __future__ import annotations
+
+import glob
+import resource
+import sys
+import time
+from pathlib import Path
+
+from pytest_meshlog.stack import ChildSpec, LoggingMeshClient, StackConfig
+
+from .stack_helpers import SIMPLE, Captured, events, wait_delivered
+
+LIMIT = 64 * 1024
+"""The host's RLIMIT_FSIZE: not a multiple of the file's 104-byte lines ("[0] " and 100),
+so the write that reaches it is cut mid-line (then EFBIG: Python ignores SIGXFSZ)."""
+
+
+def test_a_write_cut_short_leaves_no_torn_line_for_the_next_write(tmp_path: Path) -> None:
+    n = 1000  # 100 KB per phase: the first runs past the limit
+    go, go2 = tmp_path / "go", tmp_path / "go2"
+    cfg = StackConfig(enable_log_forwarding=True, env="prod", log_dir=str(tmp_path / "logs"))
+    with LoggingMeshClient(cfg, workdir=tmp_path / "mesh", sink=Captured()) as m:
+        m.spawn([ChildSpec([sys.executable, SIMPLE, "two-floods", str(n), str(go), str(go2)])])
+        host = m.host_links[0].proc.pid
+        _soft, hard = resource.prlimit(host, resource.RLIMIT_FSIZE)
+        resource.prlimit(host, resource.RLIMIT_FSIZE, (LIMIT, hard))
+        go.touch()
+        deadline = time.monotonic() + 30
+        while not events(m, "file_write_error"):
+            assert time.monotonic() < deadline, "the host's file writes never failed"
+            time.sleep(0.01)
+        resource.prlimit(host, resource.RLIMIT_FSIZE, (hard, hard))  # space is freed
+        go2.touch()
+        wait_delivered(m, 0, "stdout", 2 * n)
+        assert m.stop(30).problems == []
+        (path,) = glob.glob(str(tmp_path / "logs" / "*.stdout"))
+        data = Path(path).read_bytes()
+        emitted = set(m.delivered[(0, "stdout")])
+        assert data.endswith(b"\n")
+        lines = data[:-1].split(b"\n")
+        assert [ln for ln in lines if ln not in emitted] == []  # none torn, none glued
+        assert any(b"second" in ln for ln in lines)  # written after the failure
+        (closed,) = events(m, "file_appender_closed")
+        assert closed["lines_written"]["stdout"] == len(lines)
+        assert closed["lines_written"]["stdout"] + closed["write_errors"]["stdout"] == 2 * n
+        failed = events(m, "file_write_error", stream="stdout")
+        assert failed[0]["torn"] == "removed" and failed[0]["torn_bytes"] > 0
+        assert sum(e["lines"] for e in failed) == closed["write_errors"]["stdout"]
