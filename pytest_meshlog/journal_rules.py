@@ -117,8 +117,12 @@ def file_findings(evidence: MeshEvidence) -> list[Finding]:
     return []
 
 
-def file_rule(s: StreamEvidence, failed: set[Any], too_slow: set[tuple[int, str]]) -> str | None:
-    if s.stream in failed:
+def file_rule(
+    s: StreamEvidence, failed: set[tuple[int, str]], too_slow: set[tuple[int, str]]
+) -> str | None:
+    """The rule that explains the stream's file losses, if any: each is keyed by (rank,
+    stream), so a host's trouble never excuses the file of a rank on another host."""
+    if (s.rank, s.stream) in failed:
         return RULE_FILE_ERROR
     if (s.rank, s.stream) in too_slow:
         return RULE_FILE_DEADLINE
@@ -136,11 +140,24 @@ def _host_ranks(journal: Sequence[Mapping[str, Any]]) -> dict[str, set[int]]:
 
 def timed_out_writers(journal: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:
     """(rank, stream) whose host's file writer for that stream was cancelled at close."""
+    return _host_streams(journal, Ev.FILE_WRITER_TIMED_OUT)
+
+
+def failed_writers(journal: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:
+    """(rank, stream) whose host journaled a failed write to that stream's file. A host
+    writes only its own ranks' lines to its own files, so its errors explain nothing in
+    another host's file (that host journaled no error: its losses are unexplained)."""
+    return _host_streams(journal, Ev.FILE_WRITE_ERROR)
+
+
+def _host_streams(journal: Sequence[Mapping[str, Any]], ev: Ev) -> set[tuple[int, str]]:
+    """(rank, stream) for every `ev` a host journaled about one stream's file: the ranks
+    that host spawned, whose lines go to that file."""
     ranks = _host_ranks(journal)
     return {
         (rank, str(e.get("stream")))
         for e in journal
-        if e.get("ev") == Ev.FILE_WRITER_TIMED_OUT
+        if e.get("ev") == ev
         for rank in ranks.get(str(e.get("src")), ())
     }
 

@@ -20,6 +20,7 @@ from .journal_rules import (
     JournalFacts,
     console_check,
     eof_rules,
+    failed_writers,
     file_findings,
     file_rule,
     orphaned_barriers,
@@ -73,11 +74,11 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
                 " rules could not be checked",
             )
         )
-    failed_files = {e.get("stream") for e in journal if e.get("ev") == Ev.FILE_WRITE_ERROR}
+    failed = failed_writers(journal)
     too_slow = timed_out_writers(journal)
     for rank in evidence.ranks:
         for s in rank.streams:
-            file_rule_s = file_rule(s, failed_files, too_slow)
+            file_rule_s = file_rule(s, failed, too_slow)
             _judge_stream(evidence, rank, s, facts, file_rule_s, out)
     out.findings += file_findings(evidence)
     out.findings += orphaned_barriers(journal)

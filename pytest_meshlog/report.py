@@ -62,7 +62,7 @@ client streams (SPEC 1.5: "you may miss the very last batch for that proc"); at 
 level it may lose nothing that reached the pipe."""
 RULE_STREAMING_OFF = "streaming-off"
 """With stream_to_client off the client gets nothing by design (SPEC 1.6)."""
-RULE_FILE_ERROR = "file-write-error"  # the host journaled failed writes to that stream's file
+RULE_FILE_ERROR = "file-write-error"  # the rank's host journaled failed writes to that file
 RULE_FILE_DEADLINE = "file-close-deadline"
 """File lines of a host's stream whose writer was still writing (a slow disk) at the close
 deadline and was cancelled (journal `file_writer_timed_out`). Explained, not excused: the

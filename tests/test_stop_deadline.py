@@ -60,3 +60,40 @@ def test_the_report_says_end_unknown_not_crashed(pytester: pytest.Pytester) -> N
     assert "crashed: exit None" not in text
     assert "(crashed" not in text
     result.assert_outcomes(errors=1, passed=1)
+
+
+FROZEN_AFTER_FILE_WRITES = """
+import os, signal
+from pytest_meshlog.scenario_tools import poll_until
+
+def test_frozen(meshlog, fake_procs, tmp_path):
+    logs = tmp_path / "logs"
+    script = fake_procs.script()
+    for _ in range(30):
+        script = script.line()
+    mesh = meshlog.spawn([script.hang()], env="prod", log_dir=logs)
+    stdout = next(iter(logs.glob("*_host0_*.stdout")))
+    poll_until(lambda: stdout.read_bytes().count(b"\\n") == 30, what="30 lines in the file")
+    os.kill(mesh._client._hosts[0].proc.pid, signal.SIGSTOP)
+    report = mesh.stop(timeout=2)
+    assert report.files == tuple(sorted(str(p) for p in logs.iterdir())), report.files
+    assert report.stream(0, "stdout").in_files == 30
+    assert not [x for x in report.lost if x.where == "file"], report.lost
+    assert not [f for f in report.findings if f.kind == "files"], report.findings
+"""
+
+
+def test_a_frozen_hosts_files_are_still_read(pytester: pytest.Pytester) -> None:
+    """A host frozen after its file writer wrote never answers stop, but its journal names
+    the files it created: they are read and judged (its 30 lines are there), and the report
+    does not say that no files were created. The teardown still fails: the host did not
+    answer (and its tees never saw EOF)."""
+    pytester.makepyfile(test_frozen=FROZEN_AFTER_FILE_WRITES)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--meshlog-no-leak-check",
+        timeout=90,
+    )  # fmt: skip
+    text = result.stdout.str()
+    assert "did not answer within the stop deadline" in text
+    assert "none were created" not in text
+    result.assert_outcomes(errors=1, passed=1)

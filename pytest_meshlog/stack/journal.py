@@ -132,13 +132,14 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def read_journal(directory: str | os.PathLike[str]) -> list[Event]:
-    """All events of all processes, in time order; a torn last line (killed writer) is skipped."""
+def read_journal(directory: str | os.PathLike[str], src: str | None = None) -> list[Event]:
+    """All events of all processes (or of the one `src`), in time order; a torn last line
+    (killed writer) is skipped."""
     events: list[Event] = []
     root = Path(directory)
     if not root.is_dir():
         return events
-    for path in sorted(root.glob("*.jsonl")):
+    for path in sorted(root.glob(f"{src or '*'}.jsonl")):
         for raw in path.read_bytes().splitlines():
             try:
                 events.append(orjson.loads(raw))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .hosts import HostLink
-from .journal import Ev
+from .journal import Ev, read_journal
 from .outcomes import ExitInfo, MeshError, PipeHolder, StopOutcome, StopProblem
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ async def _collect_answers(mesh: LoggingMeshClient, deadline: float, timeout: fl
             msg = await _stopped_reply(host, deadline)
         except MeshError as exc:
             ranks = tuple(host.ranks)
+            answers.files += _journaled_files(mesh, host)
             if host.proc.poll() is not None:  # it died: that is not a missed deadline
                 answers.problems.append(
                     StopProblem("host_lost", ranks, host=host.index, detail=str(exc))
@@ -119,6 +120,20 @@ def _take_answer(mesh: LoggingMeshClient, result: dict[str, Any], answers: _Answ
     answers.holders += (
         PipeHolder(int(h["rank"]), str(h["stream"]), int(h["pid"]), str(h["cmdline"]))
         for h in result.get("held", ())
+    )
+
+
+def _journaled_files(mesh: LoggingMeshClient, host: HostLink) -> list[str]:
+    """The per-proc files a host that gave no answer created, from its own journal
+    (`file_appender_created`): they hold what it wrote before it froze or died, so they
+    are read and judged like any other host's, not left out as if never created."""
+    return sorted(
+        {
+            str(path)
+            for e in read_journal(mesh.journal_dir, f"host{host.index}")
+            if e.get("ev") == Ev.FILE_APPENDER_CREATED
+            for path in e.get("files") or ()
+        }
     )
 
 
