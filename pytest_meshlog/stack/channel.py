@@ -40,7 +40,7 @@ HELLO_TIMEOUT_S = 10.0
 """An accepted connection that has not proved itself (HELLO with the mesh secret) by then
 is refused: an idle stranger holds no slot and no buffer for long."""
 READ_REST_LIMIT = 64 * 1024 * 1024
-"""At most this much is read from a connection whose write failed (see `_read_rest`)."""
+"""At most this much is read from a connection by `read_rest` (a failed write, a stop)."""
 RECV_BYTES = 256 * 1024
 """The most one receive takes from a socket."""
 
@@ -229,7 +229,8 @@ class FrameConnection(asyncio.BufferedProtocol):
 
     def read_rest(self) -> None:
         """Handle what the peer sent and this side has not read yet, to the end (the peer
-        has gone, or is about to: a non-blocking read stops when nothing is left)."""
+        has gone, or is about to: a non-blocking read stops when nothing is left), whether
+        or not reading is paused."""
         self._read_rest()
 
     def _read_rest(self) -> None:

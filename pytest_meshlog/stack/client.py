@@ -203,6 +203,16 @@ class LogClientActor:
         self._on_log(msg[1], log[1], log[2], log[3], log[4], log[5], log[6], fallback=True)
         self.poke()
 
+    def read_unread(self) -> None:
+        """Before the gaps are settled at stop: read what the forwarders sent that this
+        client has not read yet. It is in this process's own socket buffers, acked by the
+        forwarder once it left the child, so nobody else holds it: with reading paused
+        (a slow consumer) at the stop deadline it was dropped at close, a block from the
+        middle of a stream, while the host's fallback brought the lines after it."""
+        for conn in list(self.forwarders.values()):
+            if conn.transport is not None and not conn.refused:
+                conn.read_rest()
+
     def settle(self) -> None:
         """Once the hosts answered stop: keep what is still held (each gap journaled), and
         journal per stream what the fallback delivered."""

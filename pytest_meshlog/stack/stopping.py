@@ -50,6 +50,7 @@ async def stop_mesh(mesh: LoggingMeshClient, timeout: float) -> StopOutcome:
             ),
             deadline,  # a deadline is a deadline: no grace after it
         )
+    client.read_unread()  # what reached this process is delivered, paused or not
     client.settle()  # every host answered (its fallback came before its answer)
     unconfirmed = tuple(r for r in mesh.ranks if r not in client.said_bye)
     clean = tuple(r for r in unconfirmed if _exited_cleanly(mesh.exits.get(r)))

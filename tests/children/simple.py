@@ -75,6 +75,12 @@ def workload(rt: ChildRuntime) -> int:
         while not rt.stopping.is_set():
             time.sleep(0.005)
         return 0
+    if mode == "numbered-flood":  # numbered lines until stopped (or killed)
+        i = 0
+        while not rt.stopping.is_set():
+            write(rt, 1, f"n {i}\n".encode())
+            i += 1
+        return 0
     if mode == "flood":  # n 41-byte lines as fast as the pipe takes them
         line = b"x" * 40 + b"\n"
         block = line * 200
