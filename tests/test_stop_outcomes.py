@@ -3,7 +3,12 @@ never by the words of a message (issue 12, item 3)."""
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 import pytest
+
+from .stack_helpers import child, events, mesh
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,3 +71,14 @@ def test_a_stop_problem_reads_as_its_message() -> None:
 
     p = StopProblem("barrier_incomplete", (3, 4), detail="v7 timeout")
     assert str(p) == p.message == "pre-stop barrier v7 timeout: missing ranks [3, 4]"
+
+
+def test_without_forwarding_a_child_ended_by_stop_is_ended_by_the_stack(tmp_path: Path) -> None:
+    """With log forwarding off there is no forwarder to ask to stop: the host ends the
+    child with SIGTERM, and says it did (`child_killed`, `killed_by_stack`). It said
+    nothing, so the exit read as a signal from outside."""
+    with mesh(tmp_path, [child("hang")], enable_log_forwarding=False) as m:
+        outcome = m.stop(10)
+        info = outcome.exits[0]
+        assert (info.signal, info.killed_by_stack) == (signal.SIGTERM, "stopped with SIGTERM")
+        assert events(m, "child_killed", rank=0, signal=signal.SIGTERM)

@@ -327,8 +327,8 @@ class BootstrapProcManager:
         for child in self.children.values():
             if not child.exited.is_set():
                 sender = child.senders.get("stdout") or child.senders.get("stderr")
-                if sender is None or not sender.stop_child():
-                    child.proc.send_signal(signal.SIGTERM)
+                if sender is None or not sender.stop_child():  # no forwarder to ask
+                    self.kill(child.rank, signal.SIGTERM, "stopped with SIGTERM")
         await self._wait_children(deadline - 0.25 * timeout, "did not exit after STOP")
         await self._wait_children(deadline, "did not exit after SIGKILL")
         self._check_pipes()  # name whoever still holds a pipe, before ending them all
