@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pytest_meshlog.stack import ChildSpec, LoggingMeshClient, StackConfig
 
 from .stack_helpers import SIMPLE, Captured, events, wait_delivered
@@ -49,3 +51,19 @@ def test_a_write_cut_short_leaves_no_torn_line_for_the_next_write(tmp_path: Path
         failed = events(m, "file_write_error", stream="stdout")
         assert failed[0]["torn"] == "removed" and failed[0]["torn_bytes"] > 0
         assert sum(e["lines"] for e in failed) == closed["write_errors"]["stdout"]
+
+
+def test_a_fault_switch_left_in_the_users_environment_does_not_reach_the_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`MESHLOG_FAULT_*` switches reach hosts only through the harness's faults: one left
+    set in a user's shell broke every file write, and the losses were then explained by
+    the errors it caused, so a test without any fault passed with empty files."""
+    monkeypatch.setenv("MESHLOG_FAULT_FILE_ERRORS", "1")
+    cfg = StackConfig(enable_log_forwarding=True, env="prod", log_dir=str(tmp_path / "logs"))
+    with LoggingMeshClient(cfg, workdir=tmp_path / "mesh", sink=Captured()) as m:
+        m.spawn([ChildSpec([sys.executable, SIMPLE, "lines", "3"])])
+        assert m.stop(30).problems == []
+        assert events(m, "file_write_error") == []
+        (path,) = glob.glob(str(tmp_path / "logs" / "*.stdout"))
+        assert Path(path).read_bytes().count(b"\n") == 4  # 3 lines and the tail's newline

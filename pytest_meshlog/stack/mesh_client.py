@@ -37,6 +37,8 @@ from .procs import claim, sweep_stale
 from .stopping import stop_mesh
 
 T = TypeVar("T")
+FAULT_ENV_PREFIX = "MESHLOG_FAULT_"
+"""Fault switches read by hosts; given only through `extra_env` (the harness's faults)."""
 HOST_LEAVE_S = 1.0
 """How long a host closed without `stop()` has to end its children and leave."""
 
@@ -165,7 +167,7 @@ class LoggingMeshClient:
     async def _spawn(self, children: list[ChildSpec], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         per_host = -(-len(children) // self.hosts)
-        base_env = {**os.environ, **self.config.to_env(), **self.extra_env}
+        base_env = {**_ambient(os.environ), **self.config.to_env(), **self.extra_env}
         env = bytecode.host_env(base_env, self.bytecode_cache)
         for h in range(self.hosts):  # all start at once; each is waited for below
             host = await connect_host(
@@ -412,3 +414,10 @@ class LoggingMeshClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ambient(environ: Mapping[str, str]) -> dict[str, str]:
+    """The driver's environment as hosts inherit it, without fault switches: one left set
+    in a user's shell broke every file write of every mesh, and the file losses were then
+    explained by the very errors it caused."""
+    return {k: v for k, v in environ.items() if not k.startswith(FAULT_ENV_PREFIX)}
