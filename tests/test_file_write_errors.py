@@ -67,3 +67,20 @@ def test_a_fault_switch_left_in_the_users_environment_does_not_reach_the_hosts(
         assert events(m, "file_write_error") == []
         (path,) = glob.glob(str(tmp_path / "logs" / "*.stdout"))
         assert Path(path).read_bytes().count(b"\n") == 4  # 3 lines and the tail's newline
+
+
+def test_a_console_write_that_fails_is_counted_as_not_written(tmp_path: Path) -> None:
+    """The console check compares what reached the console with what the child wrote; the
+    tee journaled the bytes it read, so a console that refused every write (here the
+    host's console file is /dev/full) passed the check."""
+    cfg = StackConfig(enable_log_forwarding=True)
+    with LoggingMeshClient(cfg, workdir=tmp_path / "mesh", sink=Captured()) as m:
+        (tmp_path / "mesh" / "console-host0.stdout").symlink_to("/dev/full")
+        m.spawn([ChildSpec([sys.executable, SIMPLE, "lines", "3"])])
+        m.stop(30)
+        assert len(m.delivered[(0, "stdout")]) == 4  # the log lines are not the console's
+        (counted,) = events(m, "console_bytes", rank=0, stream="stdout")
+        assert counted["bytes"] == 0, counted
+        assert "No space left on device" in counted["error"]
+        (other,) = events(m, "console_bytes", rank=0, stream="stderr")
+        assert other["bytes"] > 0 and "error" not in other

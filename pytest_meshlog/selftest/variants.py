@@ -176,8 +176,7 @@ def _tee_eof(flush_times: int, forward_tail: bool) -> None:
         if tail is not None and forward_tail:
             self._forward([Lines(tail, 1)])
             self.journal(Ev.PARTIAL_FORWARDED, rank=self.rank, stream=self.stream, nbytes=len(tail))
-        self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
-        self.journal(Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal_counts()
         for _ in range(flush_times):
             if self.sender is not None:
                 self.sender.flush(None)

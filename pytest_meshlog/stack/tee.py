@@ -59,6 +59,9 @@ class StreamFwder:
         self.stop = asyncio.Event()
         self.done = asyncio.Event()
         self.bytes_read = 0
+        self.console_written = 0
+        """Bytes that reached the console: the console check judges these, not those read."""
+        self.console_error: OSError | None = None
         self.error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._reading = False
@@ -146,11 +149,13 @@ class StreamFwder:
     def _console(self, chunk: bytes) -> None:
         try:
             while chunk:
-                chunk = chunk[os.write(self.console_fd, chunk) :]
+                n = os.write(self.console_fd, chunk)
+                self.console_written += n
+                chunk = chunk[n:]
         except BlockingIOError:
             pass  # a console that cannot keep up loses console bytes, never log lines
         except OSError as exc:
-            self.error = exc
+            self.error = self.console_error = exc
 
     def _forward(self, batches: list[Lines]) -> None:
         for batch in batches:
@@ -170,13 +175,22 @@ class StreamFwder:
         if tail is not None:
             self._forward([Lines(tail, 1)])
             self.journal(Ev.PARTIAL_FORWARDED, rank=self.rank, stream=self.stream, nbytes=len(tail))
-        self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
-        self.journal(Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        self.journal_counts()
         if self.sender is not None:
             self.sender.flush(None)
             self.journal(Ev.FLUSH_NONE_POSTED, rank=self.rank, stream=self.stream)
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+    def journal_counts(self) -> None:
+        """At EOF: the bytes read from the pipe, and those that reached the console (with
+        the error that stopped them, if one did: a failed console write was invisible)."""
+        self.journal(Ev.EOF, rank=self.rank, stream=self.stream, bytes=self.bytes_read)
+        failed = {} if self.console_error is None else {"error": str(self.console_error)}
+        self.journal(
+            Ev.CONSOLE_BYTES, rank=self.rank, stream=self.stream, bytes=self.console_written,
+            **failed,
+        )  # fmt: skip
 
     # -- barrier and stop -------------------------------------------------------------------
 
