@@ -63,6 +63,7 @@ def test_a_fault_switch_left_in_the_users_environment_does_not_reach_the_hosts(
     cfg = StackConfig(enable_log_forwarding=True, env="prod", log_dir=str(tmp_path / "logs"))
     with LoggingMeshClient(cfg, workdir=tmp_path / "mesh", sink=Captured()) as m:
         m.spawn([ChildSpec([sys.executable, SIMPLE, "lines", "3"])])
+        m.wait_children(10)  # a stop before it wrote would skip its writes
         assert m.stop(30).problems == []
         assert events(m, "file_write_error") == []
         (path,) = glob.glob(str(tmp_path / "logs" / "*.stdout"))
@@ -77,6 +78,7 @@ def test_a_console_write_that_fails_is_counted_as_not_written(tmp_path: Path) ->
     with LoggingMeshClient(cfg, workdir=tmp_path / "mesh", sink=Captured()) as m:
         (tmp_path / "mesh" / "console-host0.stdout").symlink_to("/dev/full")
         m.spawn([ChildSpec([sys.executable, SIMPLE, "lines", "3"])])
+        m.wait_children(10)  # a stop before it wrote would skip its writes
         m.stop(30)
         assert len(m.delivered[(0, "stdout")]) == 4  # the log lines are not the console's
         (counted,) = events(m, "console_bytes", rank=0, stream="stdout")
