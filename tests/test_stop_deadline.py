@@ -48,12 +48,17 @@ def test_frozen(meshlog, fake_procs):
 """
 
 
-def test_the_report_says_end_unknown_not_crashed(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_frozen=FROZEN_HOST_TEST)
-    result = pytester.runpytest_subprocess(
+def run_frozen(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
+    """A pytest session of one test that freezes a host: its report is what is judged."""
+    pytester.makepyfile(test_frozen=source)
+    return pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--meshlog-no-leak-check",
         timeout=90,
     )  # fmt: skip
+
+
+def test_the_report_says_end_unknown_not_crashed(pytester: pytest.Pytester) -> None:
+    result = run_frozen(pytester, FROZEN_HOST_TEST)
     text = result.stdout.str()
     assert "did not answer within the stop deadline" in text
     assert "(end unknown: host0 did not answer within the stop deadline (3 s))" in text
@@ -88,11 +93,7 @@ def test_a_frozen_hosts_files_are_still_read(pytester: pytest.Pytester) -> None:
     the files it created: they are read and judged (its 30 lines are there), and the report
     does not say that no files were created. The teardown still fails: the host did not
     answer (and its tees never saw EOF)."""
-    pytester.makepyfile(test_frozen=FROZEN_AFTER_FILE_WRITES)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--meshlog-no-leak-check",
-        timeout=90,
-    )  # fmt: skip
+    result = run_frozen(pytester, FROZEN_AFTER_FILE_WRITES)
     text = result.stdout.str()
     assert "did not answer within the stop deadline" in text
     assert "none were created" not in text
