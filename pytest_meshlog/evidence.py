@@ -63,28 +63,44 @@ def file_lines(
     counts = _Counts(out)
     for path in files:
         stream: Stream = "stdout" if path.endswith(".stdout") else "stderr"
-        for chunk in _chunks(path):
-            _attribute(chunk, stream, prefix_with_rank, owners, out, counts)
+        for chunk, ahead in _chunks(path):
+            _attribute(chunk, ahead, stream, prefix_with_rank, owners, out, counts)
     return {key: c.lines() for key, c in out.items()}
 
 
 _READ = 4 << 20
 """Bytes of a per-host file read at a time."""
+LOOKAHEAD = 1 << 20
+"""How far past a line the tie rule looks for the next line of each tied rank (bytes):
+the same distance wherever the file happens to be cut into chunks."""
 
 
-def _chunks(path: str) -> Iterator[bytes]:
+def _chunks(path: str) -> Iterator[tuple[bytes, bytes]]:
     """The file's complete lines (each ending with a newline), about `_READ` bytes at a
-    time; bytes after the last newline (a line torn by a kill) are left out."""
+    time, each with the `LOOKAHEAD` bytes that follow it in the file; bytes after the last
+    newline (a line torn by a kill) are left out."""
     if not Path(path).exists():
         return
     with open(path, "rb") as f:
-        carry = b""
-        while block := f.read(_READ):
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            if cut:
-                yield data[:cut]
+        buf, eof = b"", False
+
+        def fill(size: int) -> None:
+            nonlocal buf, eof
+            while not eof and len(buf) < size:
+                block = f.read(_READ)
+                buf, eof = buf + block, not block
+
+        while True:
+            fill(_READ)
+            cut = buf.rfind(b"\n", 0, _READ) + 1 or buf.find(b"\n") + 1
+            while not cut and not eof:  # a line longer than _READ: read on to its end
+                fill(len(buf) + _READ)
+                cut = buf.find(b"\n") + 1
+            if not cut:
+                return
+            fill(cut + LOOKAHEAD)
+            yield buf[:cut], buf[cut : cut + LOOKAHEAD]
+            buf = buf[cut:]
 
 
 class _Collect:
@@ -149,6 +165,7 @@ def _run_end(rank: int) -> re.Pattern[bytes]:
 
 def _attribute(
     chunk: bytes,
+    ahead: bytes,
     stream: Stream,
     prefix_with_rank: bool,
     owners: _Owners,
@@ -168,7 +185,7 @@ def _attribute(
             n = piece.count(b"\n")
         else:
             if found is None:
-                found = owners.take(stream, line, counts, chunk, eol)
+                found = owners.take(stream, line, counts, (chunk, ahead, eol))
             piece, n, end = chunk[pos : eol + 1], 1, eol + 1
         key = (found, stream)
         collect = out.get(key)
@@ -211,10 +228,10 @@ class _Owners:
         stream: Stream,
         line: bytes,
         so_far: Mapping[tuple[int, Stream], int],
-        chunk: bytes = b"",
-        eol: int = 0,
+        where_in: tuple[bytes, bytes, int] = (b"\n", b"", 0),
     ) -> int:
-        """The rank this copy of `line` (ending at `chunk[eol]`) belongs to."""
+        """The rank this copy of `line` belongs to; `where_in` is (the chunk, the bytes
+        after it, the offset of the line's newline in the chunk), for the tie rule."""
         where = self.at.get((stream, line))
         if not where:
             return 0
@@ -231,24 +248,32 @@ class _Owners:
         else:
             best = min(t[0] for t in tied)
             tied = [t for t in tied if t[0] == best]
-            rank = tied[0][1] if len(tied) == 1 else self._first_due(stream, tied, chunk, eol)
+            rank = (
+                tied[0][1] if len(tied) == 1 else self._first_due(stream, tied, _after(*where_in))
+            )
         key = (stream, line, rank)
         self.paid[key] = self.paid.get(key, 0) + 1
         return rank
 
-    def _first_due(
-        self, stream: Stream, tied: list[tuple[int, int, int]], chunk: bytes, eol: int
-    ) -> int:
-        """Among ranks equally owed this copy, the one whose next line comes first in the
-        rest of the file: it needs the copy soonest (the copies are identical, so any other
-        choice can make a rank look out of order that was not)."""
+    def _first_due(self, stream: Stream, tied: list[tuple[int, int, int]], after: bytes) -> int:
+        """Among ranks equally owed this copy, the one whose next line comes first in what
+        follows it in the file (within `LOOKAHEAD`): it needs the copy soonest (the copies
+        are identical, so any other choice can make a rank look out of order that was
+        not). A rank whose next line is not there comes last; then the lower rank."""
         due: list[tuple[int, int]] = []
         for _, rank, index in tied:
             lines = self.expected[rank, stream]
             following = lines[index + 1] if index + 1 < len(lines) else None
-            at = -1 if following is None else chunk.find(b"\n" + following + b"\n", eol)
-            due.append((at if at >= 0 else len(chunk) + 1, rank))
+            at = -1 if following is None else after.find(b"\n" + following + b"\n")
+            due.append((at if at >= 0 else len(after) + 1, rank))
         return min(due)[1]
+
+
+def _after(chunk: bytes, ahead: bytes, eol: int) -> bytes:
+    """The `LOOKAHEAD` bytes after the newline at `chunk[eol]`, that newline first."""
+    window = chunk[eol : eol + LOOKAHEAD + 1]
+    short = LOOKAHEAD + 1 - len(window)
+    return window + ahead[:short] if short > 0 else window
 
 
 def _rank_of(line: bytes, prefix_with_rank: bool) -> int | None:

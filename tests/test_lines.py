@@ -10,7 +10,7 @@ from bisect import bisect_left
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fake_procs import expected as fp_expected
@@ -34,6 +34,7 @@ def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lines, "_CHUNK", 3)
     monkeypatch.setattr(fp_expected, "_CHUNK", 5)
     monkeypatch.setattr(evidence, "_READ", 7)
+    monkeypatch.setattr(evidence, "LOOKAHEAD", 11)
 
 
 # --------------------------------------------------------------------------- Lines
@@ -154,13 +155,19 @@ def _reference_file_lines(
     files: list[str], expected: dict[tuple[int, str], tuple[bytes, ...]], prefix: bool
 ) -> dict[tuple[int, str], list[bytes]]:
     """The rule, one line at a time: the `[rank] ` prefix, else the tag, else the rank
-    whose expected copies it continues best (first owner when all are paid, else 0)."""
+    whose expected copies it continues best (first owner when all are paid, else 0); among
+    ranks that it continues equally well, the one whose next expected line comes first in
+    the `evidence.LOOKAHEAD` bytes after this one (a rank whose next line is not there
+    last, then the lower rank)."""
     out: dict[tuple[int, str], list[bytes]] = {k: [] for k in expected}
     paid: dict[tuple[str, bytes, int], int] = {}
     for path in files:
         stream = "stdout" if path.endswith(".stdout") else "stderr"
         data = Path(path).read_bytes() if Path(path).exists() else b""
+        eol = -1
         for ln in data.split(b"\n")[:-1]:
+            eol += len(ln) + 1  # the offset of this line's newline
+            after = data[eol : eol + evidence.LOOKAHEAD + 1]
             rank = None
             if prefix:
                 if ln.startswith(b"[") and (end := ln.find(b"] ")) > 1 and ln[1:end].isdigit():
@@ -174,15 +181,18 @@ def _reference_file_lines(
                     if s == stream
                 }
                 owners = {r: ix for r, ix in owners.items() if ix}
-                best = None
+                owed: list[tuple[int, int, int]] = []  # (gap, due in the file, rank)
                 for r, ix in owners.items():
                     if paid.get((stream, ln, r), 0) >= len(ix):
                         continue
                     cursor = len(out.get((r, stream), ()))
                     nxt = bisect_left(ix, cursor)
                     gap = ix[nxt] - cursor if nxt < len(ix) else cursor - ix[-1]
-                    best = min(best, (gap, r)) if best is not None else (gap, r)
-                rank = best[1] if best is not None else next(iter(owners), 0)
+                    index = ix[min(nxt, len(ix) - 1)]
+                    following = expected[r, stream][index + 1 : index + 2]
+                    at = after.find(b"\n" + following[0] + b"\n") if following else -1
+                    owed.append((gap, at if at >= 0 else len(after) + 1, r))
+                rank = min(owed)[2] if owed else next(iter(owners), 0)
                 if owners:
                     paid[(stream, ln, rank)] = paid.get((stream, ln, rank), 0) + 1
             out.setdefault((rank, stream), []).append(ln)
@@ -201,6 +211,16 @@ file_line = st.sampled_from(
     st.lists(file_line, max_size=8),
     st.booleans(),
     st.binary(max_size=3),
+)
+# A tie whose rule looked for the tied ranks' next lines only in the rest of the chunk
+# the file happened to be read in (here 7 bytes): the look-ahead is now the same wherever
+# the file is cut (found in a suite run, 1 in 10 runs of this test).
+@example(
+    zero=[b"<r1o3> t", b"[0] a", b"[1] a", b"[0] a", b"[0] a"],
+    one=[b"[0] a", b"[1] a", b"[0] a", b"[1] a"],
+    host_file=[],
+    prefix=False,
+    torn=b"",
 )
 def test_file_lines_go_to_the_ranks_the_line_by_line_rule_names(
     tmp_path_factory: pytest.TempPathFactory,
