@@ -68,3 +68,35 @@ def test_the_next_driver_removes_the_folders_of_a_killed_driver(tmp_path: Path) 
         for path in (dead_socks, dead_work):
             shutil.rmtree(path, ignore_errors=True)
         assert not os.path.exists(live_socks) and not os.path.exists(live_work)
+
+
+MAKER = """
+from pytest_meshlog.stack.private_dirs import private_dir
+print(private_dir("ml-fwd-"), flush=True)
+input()  # until killed
+"""
+
+
+def test_any_private_folder_of_a_killed_process_is_removed_by_the_next_driver(
+    tmp_path: Path,
+) -> None:
+    """Not only a driver's: a forwarder's ephemeral folder (or a backend's TMPDIR) made by
+    a process that was then SIGKILLed stayed in /tmp for good, since nothing claimed it."""
+    maker = subprocess.Popen(
+        [sys.executable, "-c", MAKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert maker.stdout is not None and maker.stdin is not None
+    folder = maker.stdout.readline().strip()
+    maker.send_signal(signal.SIGKILL)
+    maker.wait(10)
+    maker.stdout.close()
+    maker.stdin.close()
+    try:
+        assert os.path.isdir(folder)
+        cfg = StackConfig(enable_log_forwarding=True)
+        with LoggingMeshClient(cfg, workdir=tmp_path / "mesh", sink=Captured()) as m:
+            removed = [e for e in m.read_journal() if e["ev"] == "stale_dir_removed"]
+        assert {e["path"]: e["owner_pid"] for e in removed}.get(folder) == maker.pid
+        assert not os.path.exists(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

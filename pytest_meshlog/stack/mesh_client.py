@@ -33,7 +33,7 @@ from .lifecycle import LIVE, STOPPABLE, Lifecycle, MeshState
 from .outcomes import BarrierOutcome, ExitInfo, MeshError, NotWaited, StopOutcome
 from .outcomes import PipeHolder as PipeHolder
 from .private_dirs import private_dir
-from .procs import claim, sweep_stale
+from .procs import sweep_stale
 from .stopping import stop_mesh
 
 T = TypeVar("T")
@@ -88,10 +88,7 @@ class LoggingMeshClient:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         self.record_dir = self.workdir / "records"
         self.record_dir.mkdir(exist_ok=True)
-        self.sockdir = private_dir()
-        claim(self.sockdir)
-        if self._owns_workdir:
-            claim(self.workdir)
+        self.sockdir = private_dir()  # claimed by this process, as the workdir it made
         self.journal = Journal(self.journal_dir, "driver")
         for path, owner in sweep_stale(os.path.dirname(self.sockdir)):  # of killed drivers
             self.journal(Ev.STALE_DIR_REMOVED, path=path, owner_pid=owner)

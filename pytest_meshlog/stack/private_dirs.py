@@ -9,6 +9,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from .procs import claim
+
 
 @dataclass(frozen=True)
 class PrivateDir:
@@ -36,6 +38,7 @@ def private_dir(prefix: str = "ml-") -> str:
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
     path = tempfile.mkdtemp(prefix=prefix, dir=base)
     os.chmod(path, 0o700)
+    claim(path)  # a killed maker cannot remove it: the next driver does (`sweep_stale`)
     caller = sys._getframe(1)
     code = caller.f_code
     name = getattr(code, "co_qualname", code.co_name)
