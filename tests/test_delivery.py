@@ -7,8 +7,10 @@ journaled."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import signal
-import time
+import struct
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +291,17 @@ def test_what_a_barrier_covers_is_printed_before_it_is_answered(tmp_path: Path) 
     assert seen_at_answer == [[b"[h p0] [0] line 0\n[h p0] [0] line 1\n"]]
 
 
+def unread(m: LoggingMeshClient, rank: int) -> int:
+    """Bytes a rank's forwarder sent that sit unread in the client's socket (FIONREAD)."""
+    conn = m.client.forwarders.get(rank)
+    sock = (
+        None if conn is None or conn.transport is None else conn.transport.get_extra_info("socket")
+    )
+    if sock is None:
+        return 0
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0])
+
+
 def test_what_reached_a_slow_client_is_delivered_at_the_stop_deadline(tmp_path: Path) -> None:
     """A slow client (reading paused after each batch) and a stop deadline that comes while
     the children are blocked writing: they are killed, the host's fallback brings what it
@@ -300,10 +313,9 @@ def test_what_reached_a_slow_client_is_delivered_at_the_stop_deadline(tmp_path: 
         cfg, workdir=tmp_path / "mesh", sink=Captured(), consume_delay=0.01
     ) as m:
         m.spawn([child("numbered-flood"), child("numbered-flood")])
-        for rank in (0, 1):
-            poll_until(lambda r=rank: len(m.delivered.get((r, "stdout"), ())) >= 500,
-                       what=f"rank {rank}'s first lines")  # fmt: skip
-        time.sleep(1.0)  # the pipeline behind the slow client fills
+        for rank in (0, 1):  # what the bug lost: sent, acked, unread in our own socket
+            poll_until(lambda r=rank: unread(m, r) >= 64 * 1024,
+                       what=f"64 KiB of rank {rank}'s lines unread by the slow client")  # fmt: skip
         outcome = m.stop(3)
         assert {r: e.killed_by_stack for r, e in outcome.exits.items()} == {
             0: "did not exit after STOP", 1: "did not exit after STOP"
