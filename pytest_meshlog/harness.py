@@ -80,6 +80,9 @@ class Mesh:
         """What each attacked socket did to a `hostile_peer` (socket -> closed/open/...)."""
         self.outcome: StopOutcome | None = None
         self.report: TeardownReport | None = None
+        self.stop_error: BaseException | None = None
+        """Why `stop()` failed, if it did: the mesh is torn down regardless, and a later
+        `stop()` raises this again rather than a complaint that the client is closed."""
         self._killed: set[int] = set()
         self._lock = threading.Lock()
 
@@ -159,9 +162,14 @@ class Mesh:
         """Barrier, quiesce, stop, tear down; then compare everything with the scripts."""
         if self.report is not None:
             return self.report
+        if self.stop_error is not None:
+            raise self.stop_error
         try:
             faults.at_stop(self.faults, self)
             self.outcome = self._client.stop(self.timeout if timeout is None else timeout)
+        except BaseException as exc:
+            self.stop_error = exc
+            raise
         finally:
             self._client.close()
             self.output.close()

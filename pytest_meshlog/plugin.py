@@ -8,6 +8,7 @@ run and prints a teardown summary; `--meshlog-report` writes an HTML report.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -21,15 +22,18 @@ from . import hookspecs, kept
 from .backend import ReferenceBackend, StackBackend
 from .harness import Mesh, MeshHarness
 from .leaks import LeakChecker, format_leaks
-from .markers import MARKERS, MARKS, MarkerError, marks_of, parse_marks
+from .markers import MARKERS, MARKS, MarkerError, TestMarks, marks_of, parse_marks
 from .report import TeardownReport
 from .selection import Selection, take_catalog_ids
 from .session import MeshlogSession
 from .settings import SELECTION, SETTINGS, Settings, add_options
 from .stack import spare
+from .stack.stalls import Stall, watch
 
 SESSION = pytest.StashKey[MeshlogSession]()
 HARNESSES = pytest.StashKey[list[MeshHarness]]()
+WATCHED_FROM = pytest.StashKey[float]()
+"""When the `meshlog` fixture began watching for stalls of this process (monotonic)."""
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -233,10 +237,25 @@ def meshlog(
         cache_dir=tmp_path_factory.getbasetemp() / "meshlog-cache",
     )
     item.stash.setdefault(HARNESSES, []).append(harness)
-    yield harness
+    item.stash.setdefault(WATCHED_FROM, time.monotonic())
+    unwatch = watch().hold()  # so a failure can say if this process was not run
+    try:
+        yield harness
+        _finish(harness, item, marks, config, tmp_path_factory)
+    finally:
+        unwatch()
+
+
+def _finish(
+    harness: MeshHarness,
+    item: pytest.Item,
+    marks: TestMarks,
+    config: pytest.Config,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     try:
         reports = harness.finish()
-        if session.selftest_active(item):
+        if config.stash[SESSION].selftest_active(item):
             return  # the self-test records what was caught instead of failing
         for report in reports:
             report.assert_clean(
@@ -245,6 +264,15 @@ def meshlog(
     except Exception:
         kept.keep_failed(harness.meshes, item.name, config, tmp_path_factory)
         raise
+
+
+def _stalls_text(stalls: list[Stall]) -> str:
+    spans = "\n".join(f"  not run for {s.describe()}" for s in stalls)
+    return (
+        f"{spans}\nWhile this test ran, the process got almost no CPU for "
+        f"{sum(s.seconds for s in stalls):.1f} s: the machine stalled or the process was "
+        "stopped. A deadline that ran out then measured the machine, not only the stack."
+    )
 
 
 def _procs_param(item: pytest.Item) -> int | None:
@@ -267,6 +295,10 @@ def pytest_runtest_makereport(
                 harness.finish()
             except Exception as exc:
                 report.sections.append(("meshlog: stopping the meshes failed", str(exc)))
+    if report.failed and harnesses:
+        stalls = watch().between(item.stash[WATCHED_FROM])
+        if stalls:
+            report.sections.append(("meshlog: this process was not run", _stalls_text(stalls)))
     if report.failed and harnesses and report.when in ("call", "teardown"):
         for _i, harness in enumerate(harnesses):
             for j, mesh in enumerate(harness.meshes):

@@ -15,6 +15,7 @@ from fake_procs import read_progress
 
 from .harness import Mesh
 from .report import BarrierResult
+from .stack.stalls import during
 
 
 def poll_until(
@@ -25,11 +26,14 @@ def poll_until(
 ) -> None:
     """Return once `done()` holds; past `timeout` seconds raise TimeoutError saying what
     was waited for (`what`, or what it returns then: it may name who is still missing)."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while not done():
         if time.monotonic() > deadline:
             text = what if isinstance(what, str) else what()
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {text}")
+            raise TimeoutError(
+                f"timed out after {timeout:.1f}s waiting for {text}{during(started)}"
+            )
         time.sleep(interval)
 
 

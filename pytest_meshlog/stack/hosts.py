@@ -16,6 +16,7 @@ from . import spare
 from .channel import FrameConnection
 from .outcomes import ExitInfo, MeshError
 from .procs import set_parent_death_signal, time_spent
+from .stalls import during
 from .waits import process_exit
 
 OnExit = Callable[[int, ExitInfo], None]
@@ -58,6 +59,7 @@ class HostLink:
     async def next_reply(self, deadline: float, what: str) -> list[Any]:
         """The host's next control reply other than an exit notice; MeshError (saying
         `what` was waited for) at the deadline or if the host goes away."""
+        started = time.monotonic()
         while True:
             try:
                 msg = await asyncio.wait_for(
@@ -68,6 +70,7 @@ class HostLink:
                 raise MeshError(
                     f"timed out waiting for {what}"
                     + (f" (host{self.index}: {spent})" if spent else "")
+                    + during(started)
                 ) from None
             if msg is None:
                 raise self._gone(what)

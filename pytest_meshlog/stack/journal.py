@@ -28,6 +28,7 @@ class Ev(str, Enum):
 
     # Any process that serves or dials a socket (driver, rank)
     CONNECTION_REFUSED = "connection_refused"
+    PROCESS_STALLED = "process_stalled"  # the driver was not run for a while (`stalls`)
     FRAME_REJECTED = "frame_rejected"
     MESSAGE_FAILED = "message_failed"
     # The driver: barriers, forwarders, stop

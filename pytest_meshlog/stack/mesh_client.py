@@ -34,6 +34,7 @@ from .outcomes import BarrierOutcome, ExitInfo, MeshError, NotWaited, StopOutcom
 from .outcomes import PipeHolder as PipeHolder
 from .private_dirs import private_dir
 from .procs import sweep_stale
+from .stalls import Stall, during, watch
 from .stopping import stop_mesh
 
 T = TypeVar("T")
@@ -90,6 +91,7 @@ class LoggingMeshClient:
         self.record_dir.mkdir(exist_ok=True)
         self.sockdir = private_dir()  # claimed by this process, as the workdir it made
         self.journal = Journal(self.journal_dir, "driver")
+        self._unwatch = watch().hold(self._journal_stall)
         for path, owner in sweep_stale(os.path.dirname(self.sockdir)):  # of killed drivers
             self.journal(Ev.STALE_DIR_REMOVED, path=path, owner_pid=owner)
         self.client = LogClientActor(
@@ -118,12 +120,20 @@ class LoggingMeshClient:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+        started = time.monotonic()
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result(timeout)
         except TimeoutError:
             fut.cancel()
-            raise MeshError(f"timed out after {timeout:.1f}s waiting for {what}") from None
+            raise MeshError(
+                f"timed out after {timeout:.1f}s waiting for {what}{during(started)}"
+            ) from None
+
+    def _journal_stall(self, stall: Stall) -> None:
+        """A span in which the driver was not run: deadlines that ran out in it are the
+        machine's, and the journal says so next to them."""
+        self.journal(Ev.PROCESS_STALLED, **stall.fields())
 
     @property
     def state(self) -> MeshState:
@@ -378,6 +388,7 @@ class LoggingMeshClient:
         self._thread.join(5.0)
         if not self._thread.is_alive():
             self._loop.close()
+        self._unwatch()
         self.journal.close()
         shutil.rmtree(self.sockdir, ignore_errors=True)
         if self._owns_workdir:
