@@ -71,3 +71,59 @@ def test_a_lossy_version_of_that_stack_is_caught(
     assert set(ran.values()) == {"failed"}, out
     assert "never reached the client, unexplained" in out, out
     assert "other problems:" not in out and "lines emitted:    0" not in out, out
+
+
+FAILING_STOP = '''
+
+class FailingStopClient(PipeClient):
+    """A runtime whose stop fails, and refuses to be stopped twice."""
+
+    stops = 0
+
+    def stop(self, timeout=15.0):
+        FailingStopClient.stops += 1
+        self.close()
+        if FailingStopClient.stops > 1:
+            raise MeshError("stop() called again on a closed client")
+        raise MeshError("the runtime did not answer stop")
+
+
+class FailingStopBackend(PipeBackend):
+    name = "failing-stop"
+
+    def launch(self, plan):
+        return FailingStopClient(plan)
+
+
+def pytest_meshlog_make_stack(config, name):
+    return FailingStopBackend() if name == "failing-stop" else None
+'''
+
+
+def test_a_stop_that_failed_is_reported_as_it_failed_and_never_retried(
+    pytester: pytest.Pytester,
+) -> None:
+    """The test's own `stop()` fails: the report (and the fixture's check) says why, and
+    the harness does not stop the mesh a second time, which on a closed client only
+    complains that it is closed."""
+    pytester.makeconftest(
+        CONFTEST.read_text().split("def pytest_meshlog_make_stack")[0] + FAILING_STOP
+    )
+    pytester.makepyfile(
+        """
+        def test_stops(meshlog, fake_procs):
+            mesh = meshlog.spawn([fake_procs.script().line()])
+            mesh.wait_scripts()
+            mesh.stop()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--meshlog-stack=failing-stop", "-p", "no:cacheprovider", "-p", "no:randomly", timeout=120
+    )
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "MeshError: the runtime did not answer stop" in out
+    assert "stopping the meshes failed" in out
+    assert "failed: the runtime did not answer stop" in out
+    assert "MeshError: stop() called again" not in out, out
+    assert "failed: stop() called again" not in out, out
