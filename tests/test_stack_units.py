@@ -44,7 +44,7 @@ def test_abort_drains_the_pipe_and_forwards_the_tail(tmp_path: Path, writer_clos
         # never started: the tee has read nothing when the stop comes
         lines, error = await fwder.abort()
         assert error is None
-        await files.close(5)
+        await files.close(time.monotonic() + 5)
         if not writer_closed:
             os.close(w)
         os.close(console)
@@ -65,7 +65,9 @@ def test_file_appender_close_writes_everything_already_posted(tmp_path: Path) ->
         for i in range(500):
             files.post("stdout", Lines(f"{i}-a\n{i}-b".encode(), 2))
             files.post("stderr", Lines(f"{i}".encode(), 1))
-        await files.close(5)  # the stop comes before any writer task was scheduled
+        await files.close(
+            time.monotonic() + 5
+        )  # the stop comes before any writer task was scheduled
         return files
 
     files = run(scenario())
@@ -84,7 +86,7 @@ def test_file_appender_close_is_level_triggered(tmp_path: Path) -> None:
         files.stop.set()  # the signal alone, before close() posts its end markers
         await asyncio.sleep(0.01)
         files.post("stdout", Lines(b"late", 1))  # refused after stop, and journaled
-        await files.close(5)
+        await files.close(time.monotonic() + 5)
         return files
 
     files = run(scenario())

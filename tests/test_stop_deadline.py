@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .stack_helpers import child, mesh, wait_delivered
+from .stack_helpers import child, events, mesh, wait_delivered
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,3 +98,24 @@ def test_a_frozen_hosts_files_are_still_read(pytester: pytest.Pytester) -> None:
     assert "did not answer within the stop deadline" in text
     assert "none were created" not in text
     result.assert_outcomes(errors=1, passed=1)
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1.0, 2.0])
+def test_every_part_of_a_short_stop_ends_by_its_deadline(tmp_path: Path, timeout: float) -> None:
+    """The host's share of `stop(timeout)`, and its files' share of that, end by the
+    driver's deadline, however short it is: a floor of 1 s for the host and of 2 s for its
+    files made a well-behaved host answer after the driver had given up on it (reported
+    `host_unanswered`, killed). Deadlines are `time.monotonic()`, one clock for every
+    process of the machine, so the journals compare them exactly."""
+    with mesh(
+        tmp_path, [child("hang"), child("hang")], env="prod", log_dir=str(tmp_path / "logs")
+    ) as m:
+        for rank in (0, 1):
+            wait_delivered(m, rank, "stdout", 1)
+        m.stop(timeout)
+        (begin,) = events(m, "stop_begin")
+        (host,) = events(m, "host_stopping")
+        (files,) = events(m, "file_appender_closed")
+    assert begin["deadline"] == pytest.approx(begin["t"] + timeout)
+    assert host["deadline"] <= begin["deadline"], (host, begin)
+    assert files["deadline"] <= host["deadline"], (files, host)

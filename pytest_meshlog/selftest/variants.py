@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -105,9 +106,11 @@ def _lost_wakeup() -> None:
             self.lines_written[stream] += batch.nlines
         os.close(fd)
 
-    async def close(self: fa.FileAppender, timeout: float) -> None:
+    async def close(self: fa.FileAppender, deadline: float) -> None:
         self.stop.set()  # a one-shot notify: a writer parked in queue.get() never sees it
-        _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(
+            self._tasks, timeout=max(0.0, deadline - time.monotonic())
+        )
         for task in pending:
             task.cancel()
         self.journal(Ev.FILE_APPENDER_CLOSED, lines_written=dict(self.lines_written),

@@ -324,6 +324,7 @@ class BootstrapProcManager:
     async def stop(self, timeout: float) -> dict[str, Any]:
         """Quiesce every child, wait for EOF and exit, abort the tees, close the files."""
         deadline = time.monotonic() + timeout
+        self.journal(Ev.HOST_STOPPING, timeout_s=timeout, deadline=deadline)
         for child in self.children.values():
             if not child.exited.is_set():
                 sender = child.senders.get("stdout") or child.senders.get("stderr")
@@ -333,14 +334,12 @@ class BootstrapProcManager:
         await self._wait_children(deadline, "did not exit after SIGKILL")
         self._check_pipes()  # name whoever still holds a pipe, before ending them all
         await self._end_descendants("the mesh stopped", deadline)
+        pending = [f.done.wait() for c in self.children.values() for f in c.fwders.values()]
+        with contextlib.suppress(TimeoutError):  # one deadline for all, not a floor each
+            await asyncio.wait_for(asyncio.gather(*pending), max(0.0, deadline - time.monotonic()))
         tails: dict[int, dict[str, list[str]]] = {}
         for child in self.children.values():
             for stream, fwder in child.fwders.items():
-                if not fwder.done.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            fwder.done.wait(), max(0.05, deadline - time.monotonic())
-                        )
                 lines, _ = await fwder.abort()
                 tails.setdefault(child.rank, {})[stream] = [
                     ln.decode("utf-8", "replace") for ln in lines[-20:]
@@ -348,7 +347,7 @@ class BootstrapProcManager:
             for sender in child.senders.values():
                 await sender.close(deadline)
         if self.files is not None:
-            await self.files.close(max(2.0, (deadline - time.monotonic()) / 2))
+            await self.files.close(deadline)
         self.stopped.set()
         return {
             "exits": {c.rank: [c.code, c.signal, c.killed_by_us] for c in self.children.values()},

@@ -211,9 +211,11 @@ class FileAppender:
             error=str(exc),
         )
 
-    async def close(self, timeout: float) -> None:
+    async def close(self, deadline: float) -> None:
         """Stop the writers after everything already posted is written; a writer still
-        writing at the deadline is cancelled and named (`file_writer_timed_out`)."""
+        writing at the deadline (`time.monotonic()`) is cancelled and named
+        (`file_writer_timed_out`)."""
+        timeout = max(0.0, deadline - time.monotonic())
         self.stop.set()  # level-triggered: posts from here on are refused
         for queue, task in zip(self._queues.values(), self._tasks, strict=False):
             if not task.done():  # always wake the writer, whoever set `stop` first
@@ -246,6 +248,7 @@ class FileAppender:
             peak_queued_bytes=dict(self.peak_queued_bytes),
             queue_bound_bytes={s: self.bound(s) for s in STREAMS},
             holds=dict(self.holds),
+            deadline=deadline,
         )
 
     def _unwritten(self, stream: str) -> int:

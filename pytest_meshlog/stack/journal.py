@@ -52,6 +52,7 @@ class Ev(str, Enum):
     AGGREGATE_PRINTED = "aggregate_printed"
     # A bootstrap host: children, tees, senders, files
     HOST_STARTED = "host_started"
+    HOST_STOPPING = "host_stopping"
     CHILD_SPAWNED = "child_spawned"
     SENDER_CONNECTED = "sender_connected"
     SENDER_CLOSED = "sender_closed"

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from .mesh_client import LoggingMeshClient
 
 
+HOST_SHARE = 0.8
+"""The share of what is left of the stop deadline that a host gets for its own stop (no
+floor: a floor past the deadline made a well-behaved host miss it, reported unanswered)."""
+
+
 @dataclass
 class _Answers:
     """What the hosts answered to `stop`, and which did not answer."""
@@ -31,14 +36,14 @@ class _Answers:
 async def stop_mesh(mesh: LoggingMeshClient, timeout: float) -> StopOutcome:
     t0 = time.monotonic()
     deadline = t0 + timeout
-    mesh.journal(Ev.STOP_BEGIN)
+    mesh.journal(Ev.STOP_BEGIN, timeout_s=timeout, deadline=deadline)
     problems: list[StopProblem] = []
     barrier = await mesh.barrier(min(timeout * 0.3, 5.0))
     if not barrier.completed:
         detail = f"v{barrier.version} {barrier.status}"
         problems.append(StopProblem("barrier_incomplete", barrier.missing_ranks, detail=detail))
-    for host in mesh.host_links:
-        host.send(("stop", max(1.0, (deadline - time.monotonic()) * 0.8)))
+    for host in mesh.host_links:  # its own deadline comes first: the rest is for its answer
+        host.send(("stop", max(0.0, (deadline - time.monotonic()) * HOST_SHARE)))
     answers = await _collect_answers(mesh, deadline, timeout)
     problems += answers.problems
     client = mesh.client
