@@ -102,6 +102,28 @@ def console_check(s: StreamEvidence, facts: JournalFacts, findings: list[Finding
     return console
 
 
+def print_findings(journal: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """Output the driver's client received and its sink failed to print: the lines count
+    as delivered (they reached the client), but its user never saw them."""
+    failed: dict[int, Mapping[str, Any]] = {}
+    for e in journal:
+        if e["ev"] == Ev.SINK_FAILED_TOTAL or (
+            e["ev"] == Ev.SINK_FAILED and e["target"] not in failed
+        ):
+            failed[e["target"]] = e
+    return [
+        Finding(
+            "client-print",
+            f"the driver's client failed to print {e['bytes']} bytes to "
+            f"{('stdout', 'stderr')[target]} in {e.get('writes', 1)} write"
+            f"{'s' * (e.get('writes', 1) != 1)} ({e['error']}): lines it received never "
+            "reached its output",
+            t=float(e["t"]),
+        )
+        for target, e in sorted(failed.items())
+    ]
+
+
 def file_findings(evidence: MeshEvidence) -> list[Finding]:
     reason = f" ({evidence.files_gate_reason})" if evidence.files_gate_reason else ""
     if evidence.files_expected and not evidence.files:

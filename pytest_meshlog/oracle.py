@@ -25,6 +25,7 @@ from .journal_rules import (
     file_rule,
     orphaned_barriers,
     partial_forwarded,
+    print_findings,
     timed_out_writers,
     writer_findings,
 )
@@ -82,6 +83,7 @@ def evaluate(evidence: MeshEvidence) -> TeardownReport:
             _judge_stream(evidence, rank, s, facts, file_rule_s, out)
     out.findings += file_findings(evidence)
     out.findings += orphaned_barriers(journal)
+    out.findings += print_findings(journal)
     out.findings += writer_findings(journal)
     out.findings += _seq_gaps(journal)
     out.findings += [Finding("stop", problem.message) for problem in evidence.stop_problems]

@@ -49,6 +49,8 @@ class LogClientActor:
         self.consume_delay = consume_delay  # fault injection: a slow consumer
         self.journal = journal
         self.sink: Sink = sink or stdio_sink
+        self.print_failures: dict[int, list[Any]] = {}
+        """Per target: [writes, bytes, first error] the sink failed to print."""
         self.records: dict[tuple[int, str], LineRecord] = {}
         self.max_batch = 0
         self.forwarders: dict[int, FrameConnection] = {}
@@ -224,6 +226,10 @@ class LogClientActor:
             )
         self.fallback_kept.clear()
         self._print_out()
+        for target, (writes, nbytes, error) in sorted(self.print_failures.items()):
+            self.journal(
+                Ev.SINK_FAILED_TOTAL, target=target, writes=writes, bytes=nbytes, error=error
+            )
 
     def _keep(
         self,
@@ -270,7 +276,7 @@ class LogClientActor:
             try:
                 asyncio.get_running_loop().call_soon(self._print_out)
             except RuntimeError:  # off the loop (a unit test driving the client): at once
-                self.sink(target, b"".join(parts))
+                self._write(target, b"".join(parts))
                 return
         printing.append((target, list(parts)))
 
@@ -278,12 +284,27 @@ class LogClientActor:
         """Print what waits, in order: each run of one stream in one write."""
         out, self._printing = self._printing, []
         for target, parts in out:
-            self.sink(target, b"".join(parts))
+            self._write(target, b"".join(parts))
 
     def _print_now(self, target: int, data: bytes) -> None:
         """Print behind what waits (an aggregate block)."""
         self._print_out()
-        self.sink(target, data)
+        self._write(target, data)
+
+    def _write(self, target: int, data: bytes) -> None:
+        """One sink write. A sink that raises (a closed stdout, a file past its size
+        limit, a user's sink with a bug) loses that write, never the writes after it nor
+        the connection it came from; the first failure per target is journaled at once,
+        the totals when the mesh stops (`sink_failed`, `sink_failed_total`)."""
+        try:
+            self.sink(target, data)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            failed = self.print_failures.setdefault(target, [0, 0, error])
+            failed[0] += 1
+            failed[1] += len(data)
+            if failed[0] == 1:
+                self.journal(Ev.SINK_FAILED, target=target, bytes=len(data), error=error)
 
     def _before_barrier_completes(self) -> None:
         """A barrier's caller may read the output as soon as it is answered: everything the

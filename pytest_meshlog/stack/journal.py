@@ -50,6 +50,8 @@ class Ev(str, Enum):
     FALLBACK_DELIVERED = "fallback_delivered"
     SEQ_GAP = "seq_gap"
     AGGREGATE_PRINTED = "aggregate_printed"
+    SINK_FAILED = "sink_failed"
+    SINK_FAILED_TOTAL = "sink_failed_total"
     # A bootstrap host: children, tees, senders, files
     HOST_STARTED = "host_started"
     HOST_STOPPING = "host_stopping"

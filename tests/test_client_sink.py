@@ -1,0 +1,90 @@
+"""The driver client's sink, where its user reads the lines: a write it fails loses that
+write only, is journaled, and is a finding; the writes after it and the connections the
+lines came on carry on. Real meshes; the failing sink writes to /dev/full (ENOSPC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_meshlog.journal_rules import print_findings
+from pytest_meshlog.stack import LoggingMeshClient, StackConfig
+
+from .stack_helpers import child
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full"),
+]
+
+
+class FullDiskOnce:
+    """Prints stdout to /dev/full once (ENOSPC, as a full disk gives), then to a list."""
+
+    def __init__(self) -> None:
+        self.printed: list[bytes] = [b"", b""]
+        self.lost: bytes | None = None
+
+    def __call__(self, target: int, data: bytes) -> None:
+        if target == 0 and self.lost is None:
+            self.lost = data
+            with open("/dev/full", "wb", buffering=0) as full:
+                full.write(data)  # raises OSError(ENOSPC)
+        self.printed[target] += data
+
+
+def test_a_failed_print_loses_that_write_only_and_says_so(tmp_path: Path) -> None:
+    sink = FullDiskOnce()
+    client = LoggingMeshClient(
+        StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=sink
+    )
+    try:
+        client.spawn([child("lines", 200), child("lines", 200)])
+        client.wait_children(30)  # a stop that comes first would make them skip writes
+        outcome = client.stop(30)
+        journal = client.read_journal()
+        delivered = client.delivered
+    finally:
+        client.close()
+    assert outcome.problems == [], outcome.problems
+    (first,) = [e for e in journal if e["ev"] == "sink_failed"]
+    (total,) = [e for e in journal if e["ev"] == "sink_failed_total"]
+    assert first["target"] == total["target"] == 0
+    assert total["writes"] == 1 and total["bytes"] == first["bytes"] > 0
+    assert first["error"].startswith("OSError: [Errno 28]"), first
+    # the failed write is all that is missing: stderr whole, stdout but for that write
+    assert sink.lost is not None and len(sink.lost) == first["bytes"]
+    per_stream = 2 * 201  # two ranks, 200 lines and a partial tail each
+    assert sum(len(delivered[r, "stdout"]) for r in (0, 1)) == per_stream
+    assert sink.printed[1].count(b"\n") == per_stream
+    assert sink.printed[0].count(b"\n") + sink.lost.count(b"\n") == per_stream
+    assert not [e for e in journal if e["ev"] in ("message_failed", "forwarder_lost")]
+    (finding,) = print_findings(journal)
+    assert finding.kind == "client-print"
+    assert f"failed to print {first['bytes']} bytes to stdout in 1 write" in finding.message
+
+
+def test_a_sink_that_always_fails_is_counted_not_journaled_per_write(tmp_path: Path) -> None:
+    def broken(target: int, data: bytes) -> None:
+        raise ValueError(f"sink bug on target {target}")
+
+    client = LoggingMeshClient(
+        StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=broken
+    )
+    try:
+        client.spawn([child("lines", 2000)])
+        client.wait_children(30)
+        client.stop(30)
+        journal = client.read_journal()
+    finally:
+        client.close()
+    assert len(events_named(journal, "sink_failed")) == 2  # the first, per target
+    totals = {e["target"]: e for e in events_named(journal, "sink_failed_total")}
+    assert set(totals) == {0, 1}
+    assert all(e["error"].startswith("ValueError: sink bug on target") for e in totals.values())
+    assert sum(e["bytes"] for e in totals.values()) > 2 * 2000 * len(b"out 0 0\n")
+
+
+def events_named(journal: list[dict[str, object]], name: str) -> list[dict[str, object]]:
+    return [e for e in journal if e["ev"] == name]
