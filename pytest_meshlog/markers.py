@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,11 @@ MARKERS = {
     "meshlog_catalog": "a scenario of the built-in teardown catalog (added by --meshlog); "
     "select them alone with -m meshlog_catalog",
 }  # fmt: skip
+
+
+MAX_PROCS = 1024
+"""The most children (and hosts) one mesh may have: each child is a process with pipes
+and sockets, and a mistyped count would fork until the machine gives out."""
 
 
 class MarkerError(ValueError):
@@ -84,12 +90,12 @@ class MeshOptions:
             )
         opts = cls(**kwargs)
         _check(
-            opts.procs is None or (_is_int(opts.procs) and opts.procs >= 1),
-            f"{source}: procs={opts.procs!r} must be an int >= 1",
+            opts.procs is None or (_is_int(opts.procs) and 1 <= opts.procs <= MAX_PROCS),
+            f"{source}: procs={opts.procs!r} must be an int from 1 to {MAX_PROCS}",
         )
         _check(
-            _is_int(opts.hosts) and opts.hosts >= 1,
-            f"{source}: hosts={opts.hosts!r} must be an int >= 1",
+            _is_int(opts.hosts) and 1 <= opts.hosts <= MAX_PROCS,
+            f"{source}: hosts={opts.hosts!r} must be an int from 1 to {MAX_PROCS}",
         )
         _check(opts.env in ENVS, f"{source}: env={opts.env!r} is not one of {', '.join(ENVS)}")
         for flag in ("force_file_log", "prefix_with_rank", "stream_to_client"):
@@ -99,8 +105,9 @@ class MeshOptions:
             )
         w = opts.aggregate_window_sec
         _check(
-            w is None or (isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0),
-            f"{source}: aggregate_window_sec={w!r} must be None or > 0",
+            w is None
+            or (isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < math.inf),
+            f"{source}: aggregate_window_sec={w!r} must be None or a finite number > 0",
         )
         _check(
             w is None or opts.stream_to_client,

@@ -8,6 +8,7 @@ anywhere is a usage error that names the option, key or variable it came from.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from .evidence_model import RULES
+from .markers import MAX_PROCS
 from .selection import Selection
 from .stack.config import (
     FORCE_FILE_LOG,
@@ -199,10 +201,12 @@ class Settings:
     def _check(self) -> None:
         if self.knob_error is not None and self.enabled:
             raise pytest.UsageError(self.knob_error)
-        if self.procs < 1:
-            raise pytest.UsageError(f"--meshlog-procs={self.procs} must be at least 1")
-        if self.timeout <= 0:
-            raise pytest.UsageError(f"--meshlog-timeout={self.timeout} must be positive")
+        if not 1 <= self.procs <= MAX_PROCS:
+            raise pytest.UsageError(f"--meshlog-procs={self.procs} must be from 1 to {MAX_PROCS}")
+        if not 0 < self.timeout < math.inf:  # nan fails both
+            raise pytest.UsageError(
+                f"--meshlog-timeout={self.timeout} must be a finite number of seconds > 0"
+            )
         if self.random < 0:
             raise pytest.UsageError(f"--meshlog-random={self.random} must be at least 0")
         if self.random and not self.enabled:

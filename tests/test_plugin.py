@@ -244,7 +244,13 @@ def test_markers_pass_strict_markers(pytester: pytest.Pytester) -> None:
     ("mark", "expected"),
     [
         ("meshlog(bogus=1)", "*meshlog marker: unknown argument 'bogus'*"),
-        ("meshlog(procs=0)", "*meshlog marker: procs=0 must be an int >= 1*"),
+        ("meshlog(procs=0)", "*meshlog marker: procs=0 must be an int from 1 to 1024*"),
+        ("meshlog(procs=10**6)", "*meshlog marker: procs=1000000 must be an int from 1 to 1024*"),
+        ("meshlog(hosts=5000)", "*meshlog marker: hosts=5000 must be an int from 1 to 1024*"),
+        (
+            "meshlog(aggregate_window_sec=float('inf'))",
+            "*aggregate_window_sec=inf must be None or a finite number > 0*",
+        ),
         ("meshlog(env='staging')", "*meshlog marker: env='staging' is not one of*"),
         ("meshlog_fault('nope')", "*meshlog_fault marker: unknown fault kind 'nope'*"),
         ("meshlog_fault('crash', how='gently')", "*crash how='gently'*"),
@@ -255,6 +261,9 @@ def test_markers_pass_strict_markers(pytester: pytest.Pytester) -> None:
     ids=[
         "meshlog-unknown-arg",
         "meshlog-procs-0",
+        "meshlog-procs-huge",
+        "meshlog-hosts-huge",
+        "meshlog-window-inf",
         "meshlog-env",
         "fault-unknown-kind",
         "fault-crash-how",
@@ -639,6 +648,9 @@ def test_ini_meshlog_enables_the_catalog(pytester: pytest.Pytester) -> None:
         ("meshlog_seed = x7", "*meshlog_seed*x7*"),
         ("meshlog_timeout = soon", "*meshlog_timeout*soon*"),
         ("meshlog_procs = 0", "*meshlog-procs*0*"),
+        ("meshlog_procs = 100000", "*--meshlog-procs=100000 must be from 1 to 1024*"),
+        ("meshlog_timeout = nan", "*--meshlog-timeout=nan must be a finite number of seconds > 0*"),
+        ("meshlog_timeout = inf", "*--meshlog-timeout=inf must be a finite number of seconds > 0*"),
     ],
 )
 def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester, ini: str, expected: str) -> None:
