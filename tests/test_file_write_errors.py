@@ -3,17 +3,22 @@ the real stack: the file keeps whole lines only, and the appender counts exactly
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import os
 import resource
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 
 import pytest
 
+from pytest_meshlog.scenario_tools import poll_until
 from pytest_meshlog.stack import ChildSpec, LoggingMeshClient, StackConfig
 
-from .stack_helpers import SIMPLE, Captured, events, wait_delivered
+from .stack_helpers import SIMPLE, Captured, child, events, mesh, wait_delivered
 
 LIMIT = 64 * 1024
 """The host's RLIMIT_FSIZE: not a multiple of the file's 104-byte lines ("[0] " and 100),
@@ -86,3 +91,46 @@ def test_a_console_write_that_fails_is_counted_as_not_written(tmp_path: Path) ->
         assert "No space left on device" in counted["error"]
         (other,) = events(m, "console_bytes", rank=0, stream="stderr")
         assert other["bytes"] > 0 and "error" not in other
+
+
+def test_a_write_that_blocks_in_the_kernel_stalls_only_its_writer(tmp_path: Path) -> None:
+    """A disk that stalls: the host's files point at a FIFO the test holds open and never
+    reads, so the writer's write(2) blocks once the FIFO's 64 KiB are full. The write runs
+    in the writer's thread: the host still answers a barrier and stop, and the writer is
+    given up at the close deadline, named with how long its write had blocked. (On the
+    host's loop, the blocked write froze the whole host: the barrier timed out and the
+    host was killed at the stop deadline, its ranks' end unknown.)"""
+    fifo = tmp_path / "stalled-disk"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # held, never read
+    go = tmp_path / "GO"
+    spec = ChildSpec([sys.executable, SIMPLE, "on-go", "20000", str(go)])  # about 190 KB
+    try:
+        with mesh(tmp_path, [spec, child("hang")], env="prod", log_dir=str(tmp_path / "logs")) as m:
+            wait_delivered(m, 0, "stdout", 1)  # "ready"
+            m.inject(0, "redirect_files", str(fifo))
+            go.touch()
+            poll_until(  # full but for a page: each write is split into page-sized slots
+                lambda: _unread(reader) >= FIFO_FULL,
+                20,
+                lambda: f"the file writer to fill the FIFO ({_unread(reader)} bytes in it)",
+            )
+            barrier = m.flush(5)
+            outcome = m.stop(3)
+            timed_out = events(m, "file_writer_timed_out", stream="stdout")
+    finally:
+        os.close(reader)
+    assert barrier.completed, barrier
+    assert not [p for p in outcome.problems if p.kind.startswith("host")], outcome.problems
+    assert outcome.unanswered_ranks == ()
+    (writer,) = timed_out
+    assert writer["blocked_s"] is not None and writer["blocked_s"] > 0, writer
+    assert writer["unwritten_lines"] > 0, writer
+
+
+FIFO_FULL = 65536 - 4096
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in a pipe or FIFO (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]

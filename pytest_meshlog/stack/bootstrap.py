@@ -312,8 +312,13 @@ class BootstrapProcManager:
 
     def break_files(self) -> None:
         """Fault injection: from now on every file write fails as on a full disk."""
+        self.redirect_files("/dev/full")
+
+    def redirect_files(self, path: str) -> None:
+        """Fault injection: from now on both files write to `path` (a FIFO nobody reads
+        makes a write block in the kernel, as on a disk that stalls)."""
         if self.files is not None:
-            self.files.redirect("/dev/full")
+            self.files.redirect(path)
 
     def slow_files(self, delay: float) -> None:
         """Fault injection: every file batch takes `delay` seconds more (a slow disk)."""

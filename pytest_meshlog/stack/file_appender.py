@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 
 from .blobs import Lines
+from .file_writer import FileWriterThread, WriteResult
 from .journal import Ev, Journal
 
 STREAMS = ("stdout", "stderr")
@@ -69,6 +70,9 @@ class FileAppender:
             s: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             for s, p in self.paths.items()
         }
+        self._threads = {
+            s: FileWriterThread(fd, f"meshlog-file-{s}") for s, fd in self._fds.items()
+        }
         self._tasks = [asyncio.create_task(self._writer(s)) for s in STREAMS]
         journal(Ev.FILE_APPENDER_CREATED, dir=directory, files=sorted(self.paths.values()))
 
@@ -76,7 +80,7 @@ class FileAppender:
         """Point both files at `path` (fault injection: /dev/full makes every write fail)."""
         fd = os.open(path, os.O_WRONLY)
         for own in self._fds.values():
-            os.dup2(fd, own)
+            os.dup2(fd, own, inheritable=False)
         os.close(fd)
         self.journal(Ev.FILE_APPENDER_REDIRECTED, path=path)
 
@@ -132,7 +136,7 @@ class FileAppender:
     # -- writing ----------------------------------------------------------------------------
 
     async def _writer(self, stream: str) -> None:
-        queue, fd = self._queues[stream], self._fds[stream]
+        queue = self._queues[stream]
         try:
             while True:
                 batch = await queue.get()
@@ -147,32 +151,28 @@ class FileAppender:
                         ended = True
                         break
                     batches.append(more)
-                await self._write(stream, fd, batches)
+                await self._write(stream, batches)
                 if ended:
                     break
-        finally:
-            os.close(fd)
+        finally:  # after the last write; if one still blocks, once it returns
+            self._threads[stream].close()
 
-    async def _write(self, stream: str, fd: int, batches: list[Lines]) -> None:
-        """Write queued batches in one go: each line and its newline, then flushed (an
-        unbuffered write; nothing waits in this process once it returns)."""
+    async def _write(self, stream: str, batches: list[Lines]) -> None:
+        """Write queued batches in one go, in the stream's writer thread: each line and
+        its newline, unbuffered (nothing waits in this process once it returns)."""
         started = time.monotonic()
         if self.write_delay:
             await asyncio.sleep(self.write_delay)
         data = b"\n".join(b.blob for b in batches) + b"\n"
         size = len(data)
         lines = sum(b.nlines for b in batches)
-        done = 0
-        try:
-            if self._torn[stream]:  # a torn line is still open: end it before a new one
-                os.write(fd, b"\n")
-                self._torn[stream] = False
-            view = memoryview(data)
-            while done < size:
-                done += os.write(fd, view[done:])
+        result = await self._threads[stream].write(data, self._torn[stream])
+        if result.ended_torn:  # a torn line was still open: it is ended now
+            self._torn[stream] = False
+        if result.error is None:
             self.lines_written[stream] += lines
-        except OSError as exc:
-            self._failed(stream, fd, data, done, lines, exc)
+        else:
+            self._failed(stream, data, lines, result)
         took = (time.monotonic() - started) / len(batches)
         if took > self.slowest_batch_s[stream]:
             self.slowest_batch_s[stream] = took
@@ -180,25 +180,16 @@ class FileAppender:
         if self._held[stream] and self.queued_bytes[stream] <= QUEUE_LOW_BYTES:
             self._release(stream)
 
-    def _failed(
-        self, stream: str, fd: int, data: bytes, done: int, lines: int, exc: OSError
-    ) -> None:
-        """A write failed after `done` bytes of `data` reached the file (a short write, then
-        ENOSPC or EFBIG): count the whole lines among them as written and the rest as
-        failed, and cut off the torn line after them, so that no later write (once space
-        is freed) continues it into a corrupt line. A file that cannot be cut keeps its
-        torn line, which the next write ends with a newline (`torn` says which)."""
-        whole = data.rfind(b"\n", 0, done) + 1
-        written = data.count(b"\n", 0, whole)
-        torn_bytes = done - whole
-        torn = "none"
-        if torn_bytes:
-            try:
-                os.ftruncate(fd, os.fstat(fd).st_size - torn_bytes)
-                torn = "removed"
-            except OSError:
-                self._torn[stream] = True
-                torn = "kept"
+    def _failed(self, stream: str, data: bytes, lines: int, result: WriteResult) -> None:
+        """A write failed after `result.done` bytes of `data` reached the file (a short
+        write, then ENOSPC or EFBIG): the whole lines among them count as written and the
+        rest as failed. The writer thread cut off the torn line after them, so that no
+        later write (once space is freed) continues it into a corrupt line; a file that
+        cannot be cut keeps it, and the next write ends it with a newline (`torn`)."""
+        written = data.count(b"\n", 0, result.done - result.torn_bytes)
+        torn_bytes, torn = result.torn_bytes, result.torn
+        if torn == "kept":
+            self._torn[stream] = True
         self.lines_written[stream] += written
         self.write_errors[stream] += lines - written
         self.journal(
@@ -208,7 +199,7 @@ class FileAppender:
             written_lines=written,
             torn_bytes=torn_bytes,
             torn=torn,
-            error=str(exc),
+            error=str(result.error),
         )
 
     async def close(self, deadline: float) -> None:
@@ -227,6 +218,7 @@ class FileAppender:
             await asyncio.wait(pending)
         for stream, task in zip(STREAMS, self._tasks, strict=True):
             if task in pending:
+                busy = self._threads[stream].busy_since
                 self.journal(
                     Ev.FILE_WRITER_TIMED_OUT,
                     stream=stream,
@@ -236,6 +228,7 @@ class FileAppender:
                     timeout_s=round(timeout, 3),
                     slowest_batch_s=round(self.slowest_batch_s[stream], 6),
                     write_delay_s=self.write_delay,
+                    blocked_s=None if busy is None else round(time.monotonic() - busy, 3),
                 )
         for stream in STREAMS:  # nobody writes any more: let every held tee go
             if self._held[stream]:

@@ -59,6 +59,8 @@ async def _serve(host: int, ctl_fd: int, journal_dir: str | None) -> int:
                 manager.close_channel(msg[1])
             elif kind == "break_files":
                 manager.break_files()
+            elif kind == "redirect_files":
+                manager.redirect_files(msg[1])
             elif kind == "slow_files":
                 manager.slow_files(msg[1])
             elif kind == "stop":
