@@ -6,6 +6,7 @@ so each stream's check is O(1).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -136,7 +137,15 @@ def file_findings(evidence: MeshEvidence) -> list[Finding]:
                 + ", ".join(evidence.files),
             )
         ]
-    return []
+    return [  # read as empty, its lines would all read as lost, with no word of why
+        Finding(
+            "files",
+            f"the per-proc file {path} is gone: created, then removed before the mesh was "
+            "judged (was its log dir deleted?), so none of its lines can be checked",
+        )
+        for path in evidence.files
+        if not os.path.exists(path)
+    ]
 
 
 def file_rule(

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fake_procs import FakeProcs
+from fake_procs import FakeProcs, script
+from pytest_meshlog.backend import ReferenceBackend
 from pytest_meshlog.harness import MeshHarness
+from pytest_meshlog.markers import Expectation, MeshOptions
 from pytest_meshlog.report import RULE_FILE_ERROR
 from pytest_meshlog.scenario_tools import barrier_states, journal_events, poll_until
 from pytest_meshlog.stack import Ev
@@ -53,3 +55,25 @@ def test_a_write_error_on_one_host_does_not_excuse_another_hosts_file(
     lost = {(x.rank, x.rule) for x in report.lost if x.where == "file"}
     assert lost == {(0, RULE_FILE_ERROR), (1, None)}, report.lost
     assert len([x for x in report.lost if x.rank == 1 and x.rule is None]) == 20
+
+
+def test_a_per_proc_file_removed_mid_run_is_named_not_read_as_empty(tmp_path: Path) -> None:
+    """A file removed before the mesh is judged was read as empty: each of its lines was
+    "never reached the per-proc file", with no word of why. (A harness of its own: the
+    `meshlog` fixture would fail this test on the finding it asserts.)"""
+    logs = tmp_path / "logs"
+    harness = MeshHarness(
+        backend=ReferenceBackend(), options=MeshOptions(env="prod"),
+        faults=(), expect=Expectation(), seed=7, procs=1, timeout=60, tmp_path=tmp_path,
+    )  # fmt: skip
+    mesh = harness.spawn([script().line().line().line()], log_dir=logs)
+    mesh.wait_scripts()
+    (stdout,) = logs.glob("*.stdout")
+    poll_until(lambda: file_lines(stdout) == 3, what="the 3 lines in the stdout file")
+    stdout.unlink()
+    report = mesh.stop()
+    gone = [f.message for f in report.findings if f.kind == "files"]
+    assert gone == [
+        f"the per-proc file {stdout} is gone: created, then removed before the mesh was "
+        "judged (was its log dir deleted?), so none of its lines can be checked"
+    ]
