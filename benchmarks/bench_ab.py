@@ -4,7 +4,7 @@
 
 BEFORE and AFTER are checkouts of this repository (e.g. `git worktree add /tmp/before
 <commit>`). FIGURE is one of `lines` (bench_cost.py's stack run: lines/s and the CPU per
-million lines of each component), `barrier`, `stop`, `spawn-warm` or `spawn-cold` (as in
+million lines of each component), `lines-files` (the same with per-proc files), `barrier`, `stop`, `spawn-warm` or `spawn-cold` (as in
 bench_scaling.py). Every run is a fresh interpreter with PYTHONPATH set to its tree, so
 the driver, its hosts and their children all run that tree's stack, while the measuring
 code is this checkout's. The runs alternate, so both trees meet the same machine: on a
@@ -23,16 +23,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FIGURES = ("lines", "barrier", "stop", "spawn-warm", "spawn-cold")
+FIGURES = ("lines", "lines-files", "barrier", "stop", "spawn-warm", "spawn-cold")
 
 
 def measure(figure: str, children: int) -> dict[str, float]:
     """One run of `figure` in this interpreter (the `--one` mode)."""
     sys.path.insert(0, str(HERE))
-    if figure == "lines":
+    if figure in ("lines", "lines-files"):
         import bench_cost
 
-        run = bench_cost.stack_run("ascii", children, 1_000_000 // children)
+        files = figure == "lines-files"
+        run = bench_cost.stack_run("ascii", children, 1_000_000 // children, files=files)
         return {"lines/s": run.lines_per_s, **{f"{k} s/M": v for k, v in run.cpu.items()}}
     import bench_scaling
     import bench_stack

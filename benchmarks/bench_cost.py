@@ -86,12 +86,17 @@ def _measure(
     return Run(flood / elapsed, per_million(before, after, flood))
 
 
-def stack_run(flavour: Flavour, children: int, lines: int, batch_lines: int = 100) -> Run:
+def stack_run(
+    flavour: Flavour, children: int, lines: int, batch_lines: int = 100, files: bool = False
+) -> Run:
+    """The stack's run; with `files`, the hosts also write every line to per-proc files."""
     with tempfile.TemporaryDirectory() as tmp, PipeSink() as sink:
         path = Path(tmp) / "script.json"
         _flood(flavour, lines).write(path)
         specs = [ChildSpec(Script.child_argv(path)) for _ in range(children)]
         config = replace(CONFIG, read_log_buffer=batch_lines)
+        if files:
+            config = replace(config, env="prod", log_dir=str(Path(tmp) / "logs"))
         with LoggingMeshClient(config, workdir=Path(tmp) / "m", sink=sink.stack_sink) as mesh:
             mesh.spawn(specs, timeout=120)
 
