@@ -207,3 +207,36 @@ def test_descendants_are_found_under_a_parent_whose_main_thread_has_exited() -> 
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
+
+
+def _alive(marker: str) -> list[int]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if marker in (p.info["cmdline"] or ()) and p.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["chain", "chain-session"])
+def test_a_holder_that_re_forks_back_to_back_is_named_and_ended(tmp_path: Path, mode: str) -> None:
+    """Each generation of the holder forks the next and exits at once, so a pid found
+    in /proc is gone before it can be read or signalled. The host freezes the holder's
+    process group first (a stopped process cannot fork), then names and ends it; a
+    chain in a session of its own is ended by its group too. (Found by a probe: such a
+    holder was never named, the child waited out its quiesce timeout, stop(10) took
+    14 s, and two generations outlived close() under PID 1.)"""
+    try:
+        with mesh(tmp_path, [child(mode)]) as m:
+            m.wait_children(10)  # the tail arrives once the holder is ended
+            assert m.delivered[0, "stdout"] == [b"[0] chain started", b"[0] tail-out"]
+            outcome = m.stop(10)
+        assert outcome.problems == []
+        (holder,) = {(h.rank, h.stream) for h in outcome.pipe_holders}
+        assert holder == (0, "stdout")
+        assert all("simple-chain" in h.cmdline for h in outcome.pipe_holders), outcome
+        assert _alive("simple-chain") == []
+    finally:
+        for pid in _alive("simple-chain"):  # never left running, whatever failed
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)

@@ -26,12 +26,21 @@ from .forkserver import ForkedChild, StartGate, fork_module, forkable_module, wa
 from .journal import Ev, Journal
 from .mesh_key import SECRET_FD_ENV, MeshKey, hand_key
 from .private_dirs import PRIVATE_DIR_LOG_ENV
+from .process_groups import (
+    Frozen,
+    group_of,
+    groups_below,
+    members,
+    signal_group,
+    user_processes,
+)
 from .procs import (
     cmdline,
     descendants,
     kill_quietly,
     pipe_inode,
     pipe_writers,
+    reap_adopted,
     reaped,
     start_child_process,
     still_at,
@@ -381,8 +390,7 @@ class BootstrapProcManager:
         for child in self.children.values():
             if child.proc.poll() is None:
                 child.proc.kill()
-        for pid in descendants(os.getpid()):  # grandchildren do not die with the host
-            kill_quietly(pid)
+        self._end_below("the host shut down")  # grandchildren do not die with the host
 
     # -- descendants of the children (SPEC 3.6) -----------------------------------------------
 
@@ -391,6 +399,7 @@ class BootstrapProcManager:
             await asyncio.sleep(PIPE_WATCH_PERIOD_S)
             try:
                 self._check_pipes(grace=HOLDER_GRACE_S)
+                reap_adopted(os.getpid(), (c.proc.pid for c in self.children.values()))
             except OSError as exc:  # /proc unreadable: journaled, never fatal
                 self.journal(Ev.PIPE_WATCH_FAILED, error=str(exc))
 
@@ -425,17 +434,32 @@ class BootstrapProcManager:
                 suspects.append((child, stream))
         if not suspects:
             return
-        writers = pipe_writers({c.inodes[s] for c, s in suspects}, descendants(os.getpid()))
-        for child, stream in suspects:
-            found = writers[child.inodes[stream]]
-            if any(w.pid == child.proc.pid for w in found):
-                continue  # the child took it back since: still the child's
-            for w in found:
-                held = {"rank": child.rank, "stream": stream, "pid": w.pid,
-                        "cmdline": w.cmdline, "ppid": w.ppid, "pgid": w.pgid}  # fmt: skip
-                self.journal(Ev.PIPE_HELD, **held)
-                child.held.append(held)
-                self._end(w.pid, w.cmdline, child.rank, f"held rank {child.rank}'s {stream} pipe")
+        host, leads = os.getpid(), {c.proc.pid for c in self.children.values()}
+        # each suspect's own group, and every group no child leads (a setsid, a setpgid)
+        groups = {c.proc.pid for c, _ in suspects} | (groups_below(host) - leads)
+        frozen = Frozen(groups)  # nothing in them forks until they are thawed
+        try:
+            writers = pipe_writers({c.inodes[s] for c, s in suspects}, descendants(host))
+            unfound = {c.inodes[s] for c, s in suspects if not writers[c.inodes[s]]}
+            if unfound:  # re-parented mid-walk (it re-forks back to back): look everywhere,
+                strays = pipe_writers(unfound, user_processes())  # then freeze its group
+                frozen.add({w.pgid for ws in strays.values() for w in ws if w.pgid} - leads)
+                writers.update(pipe_writers(unfound, user_processes()))
+            for child, stream in suspects:
+                found = writers[child.inodes[stream]]
+                if any(w.pid == child.proc.pid for w in found):
+                    continue  # the child took it back since: still the child's
+                reason = f"held rank {child.rank}'s {stream} pipe"
+                for w in found:
+                    held = {"rank": child.rank, "stream": stream, "pid": w.pid,
+                            "cmdline": w.cmdline, "ppid": w.ppid, "pgid": w.pgid}  # fmt: skip
+                    self.journal(Ev.PIPE_HELD, **held)
+                    child.held.append(held)
+                    self._end(w.pid, w.cmdline, child.rank, reason)
+                    if w.pgid is not None and w.pgid not in leads:  # a group of its own:
+                        self._end_group(w.pgid, child.rank, reason)  # all of it, at once
+        finally:
+            frozen.thaw()
 
     def _end(self, pid: int, cmd: str, rank: int | None, reason: str) -> None:
         if kill_quietly(pid):
@@ -443,18 +467,35 @@ class BootstrapProcManager:
             self.journal(Ev.DESCENDANT_ENDED, **ended)
             self.ended.append(ended)
 
-    async def _end_descendants(self, reason: str, deadline: float) -> None:
+    def _end_group(self, pgid: int, rank: int | None, reason: str) -> None:
+        """End a (frozen) group below the host that no child leads: each member named."""
+        for pid in members(pgid):
+            self._end(pid, cmdline(pid), rank, reason)
+        signal_group(pgid, signal.SIGKILL)
+
+    def _end_below(self, reason: str) -> list[int]:
         """End every process below this host that is not one of its children (a child's
-        descendants belong to the mesh), and reap the ones it adopted (bounded)."""
-        mine = {c.proc.pid for c in self.children.values()}
+        descendants belong to the mesh), its groups frozen first, so that none forks a
+        next generation between being found and being killed; returns the pids ended."""
+        host = os.getpid()
         rank_of = {c.proc.pid: c.rank for c in self.children.values()}
-        others = [p for p in descendants(os.getpid()) if p not in mine]
-        for pid in others:
-            try:
-                group = os.getpgid(pid)
-            except ProcessLookupError:
-                continue
-            self._end(pid, cmdline(pid), rank_of.get(group), reason)
+        frozen = Frozen(groups_below(host))
+        try:
+            others = [p for p in descendants(host) if p not in rank_of]
+            for pid in others:
+                group = group_of(pid)
+                self._end(pid, cmdline(pid), rank_of.get(group or 0), reason)
+            for pgid in frozen.before:
+                if pgid not in rank_of:  # a group of a descendant's own: all of it
+                    signal_group(pgid, signal.SIGKILL)
+        finally:
+            frozen.thaw()  # a child still alive in its own group runs on
+        return others
+
+    async def _end_descendants(self, reason: str, deadline: float) -> None:
+        """End every process below this host that is not one of its children, and reap
+        the ones it adopted (bounded)."""
+        others = self._end_below(reason)
         pending = set(others)
 
         def all_reaped() -> bool:

@@ -110,8 +110,9 @@ def _stat_any(pid: int) -> tuple[int, int, bool] | None:
     return int(fields[1]), int(fields[2]), fields[0] in (b"Z", b"X")
 
 
-def descendants(root: int) -> list[int]:
-    """Live descendants of `root` (not itself), parents before children, from /proc.
+def descendants(root: int, zombies: bool = False) -> list[int]:
+    """Live descendants of `root` (not itself), parents before children, from /proc; with
+    `zombies`, the dead ones not yet reaped too.
 
     The walk goes through zombies, which are not returned: a process whose main thread has
     exited shows as a zombie while its other threads still run, and its children keep it
@@ -119,14 +120,14 @@ def descendants(root: int) -> list[int]:
     for a moment, and a walk that stopped at it lost its grandchildren (they then outlived
     the mesh)."""
     parent_of: dict[int, int] = {}
-    zombies: set[int] = set()
+    dead: set[int] = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
             st = _stat_any(int(name))
             if st is not None:
                 parent_of[int(name)] = st[0]
                 if st[2]:
-                    zombies.add(int(name))
+                    dead.add(int(name))
     children: dict[int, list[int]] = {}
     for pid, ppid in parent_of.items():
         children.setdefault(ppid, []).append(pid)
@@ -134,10 +135,27 @@ def descendants(root: int) -> list[int]:
     todo = list(children.get(root, ()))
     while todo:
         pid = todo.pop(0)
-        if pid not in zombies:
+        if pid not in dead or zombies:
             out.append(pid)
         todo.extend(children.get(pid, ()))
     return out
+
+
+def reap_adopted(root: int, keep: Iterable[int]) -> int:
+    """Reap the dead orphans a subreaper `root` adopted (not its own children of `keep`,
+    whose exits it waits for elsewhere); returns how many. A descendant that re-forks back
+    to back leaves one per generation, and unreaped they would fill the process table."""
+    kept, n = set(keep), 0
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in kept:
+            st = _stat_any(int(name))
+            if st is not None and st[2] and st[0] == root:
+                try:
+                    if os.waitpid(int(name), os.WNOHANG)[0]:
+                        n += 1
+                except ChildProcessError:
+                    continue
+    return n
 
 
 def pipe_inode(fd: int) -> int:

@@ -102,6 +102,22 @@ def workload(rt: ChildRuntime) -> int:
         while mode != "grandchild" and not rt.stopping.is_set():
             time.sleep(0.005)
         return 0
+    if mode in ("chain", "chain-session"):  # a grandchild that re-forks back to back (a new
+        import subprocess  # pid each generation, the old one exits), keeping stdout open;
+
+        code = (  # "chain-session" leaves the child's process group (a session of its own)
+            "import os, sys, time\n"
+            "if sys.argv[1] == 'chain-session': os.setsid()\n"
+            "end = time.monotonic() + 120\n"
+            "while time.monotonic() < end:\n"
+            "    if os.fork() != 0: os._exit(0)\n"
+        )
+        subprocess.Popen(
+            [sys.executable, "-c", code, mode, "simple-chain"],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ).returncode = 0  # fmt: skip
+        write(rt, 1, b"chain started\ntail-out")
+        return 0
     if mode == "asyncio-noise":  # asyncio's logger speaks in the child (as when it drops
         import logging  # a connection on its own): the journal must get it, not stderr
 
