@@ -8,6 +8,7 @@ fake_procs' own implementation of the tee rules.
 
 from __future__ import annotations
 
+import os
 import re
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
@@ -410,6 +411,7 @@ def gather(
         aggregated=aggregated,
         files_expected=gate is None,
         files=tuple(files),
+        files_gone=tuple(f for f in files if not os.path.exists(f)),
         files_gate_reason=gate,
         stop_problems=tuple(stop_problems),
         journal_expected=bool(getattr(client, "has_journal", True)),

@@ -81,6 +81,9 @@ class MeshEvidence:
     aggregated: bool = False
     files_expected: bool = False
     files: tuple[str, ...] = ()
+    files_gone: tuple[str, ...] = ()
+    """Files of `files` that no longer existed when the evidence was gathered (removed
+    during the run): read as empty, their lines cannot be checked."""
     files_gate_reason: str | None = None
     stop_problems: tuple[StopProblem, ...] = ()  # what the stack's own stop() saw go wrong
     journal_expected: bool = True  # False: the backend keeps no journal (rules not checkable)

@@ -6,7 +6,6 @@ so each stream's check is O(1).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -143,8 +142,7 @@ def file_findings(evidence: MeshEvidence) -> list[Finding]:
             f"the per-proc file {path} is gone: created, then removed before the mesh was "
             "judged (was its log dir deleted?), so none of its lines can be checked",
         )
-        for path in evidence.files
-        if not os.path.exists(path)
+        for path in evidence.files_gone
     ]
 
 

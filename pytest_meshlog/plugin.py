@@ -236,8 +236,8 @@ def meshlog(
         env={"MESHLOG_QUIESCE_TIMEOUT": "2"} if session.selftest_active(item) else None,
         cache_dir=tmp_path_factory.getbasetemp() / "meshlog-cache",
     )
-    item.stash.setdefault(HARNESSES, []).append(harness)
     item.stash.setdefault(WATCHED_FROM, time.monotonic())
+    item.stash.setdefault(HARNESSES, []).append(harness)
     unwatch = watch().hold()  # so a failure can say if this process was not run
     try:
         yield harness
