@@ -4,6 +4,7 @@ lines came on carry on. Real meshes; the failing sink writes to /dev/full (ENOSP
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,28 @@ def test_a_sink_that_always_fails_is_counted_not_journaled_per_write(tmp_path: P
 
 def events_named(journal: list[dict[str, object]], name: str) -> list[dict[str, object]]:
     return [e for e in journal if e["ev"] == name]
+
+
+def test_a_slow_sink_is_counted_as_what_held_the_loop(tmp_path: Path) -> None:
+    """The sink runs on the stack's loop, so a slow one delays every timer of the driver
+    (a probe's quadratic sink made stop(1) take 1.5 s): the slow calls are journaled."""
+    slowed = [0]
+
+    def slow(target: int, data: bytes) -> None:
+        if target == 0 and slowed[0] < 3:
+            slowed[0] += 1
+            time.sleep(0.1)  # the sink's own slowness: what the journal must count
+
+    client = LoggingMeshClient(
+        StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=slow
+    )
+    try:
+        client.spawn([child("lines", 50)])
+        client.wait_children(30)
+        client.stop(30)
+        journal = client.read_journal()
+    finally:
+        client.close()
+    (slowest,) = events_named(journal, "sink_slow")
+    assert slowest["target"] == 0 and slowest["calls"] >= slowed[0] >= 1, slowest
+    assert slowest["slowest_s"] >= 0.1 and slowest["seconds"] >= slowest["slowest_s"], slowest

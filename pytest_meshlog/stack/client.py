@@ -27,6 +27,11 @@ _Batch = tuple[str, str, int, int, bytes]
 """A held batch: hostname, proc_id, target, line count, blob."""
 
 
+SLOW_SINK_S = 0.05
+"""A sink call slower than this (seconds) is counted: it held the stack's loop, and with
+it every timer of the driver (`sink_slow`)."""
+
+
 class LogClientActor:
     """Serves the client address; all methods run on the driver's stack loop."""
 
@@ -51,6 +56,8 @@ class LogClientActor:
         self.sink: Sink = sink or stdio_sink
         self.print_failures: dict[int, list[Any]] = {}
         """Per target: [writes, bytes, first error] the sink failed to print."""
+        self.slow_prints: dict[int, list[float]] = {}
+        """Per target: [calls, seconds, slowest] of sink calls slower than `SLOW_SINK_S`."""
         self.records: dict[tuple[int, str], LineRecord] = {}
         self.max_batch = 0
         self.forwarders: dict[int, FrameConnection] = {}
@@ -230,6 +237,14 @@ class LogClientActor:
             self.journal(
                 Ev.SINK_FAILED_TOTAL, target=target, writes=writes, bytes=nbytes, error=error
             )
+        for target, (calls, seconds, slowest) in sorted(self.slow_prints.items()):
+            self.journal(
+                Ev.SINK_SLOW,
+                target=target,
+                calls=int(calls),
+                seconds=round(seconds, 3),
+                slowest_s=round(slowest, 3),
+            )
 
     def _keep(
         self,
@@ -295,7 +310,10 @@ class LogClientActor:
         """One sink write. A sink that raises (a closed stdout, a file past its size
         limit, a user's sink with a bug) loses that write, never the writes after it nor
         the connection it came from; the first failure per target is journaled at once,
-        the totals when the mesh stops (`sink_failed`, `sink_failed_total`)."""
+        the totals when the mesh stops (`sink_failed`, `sink_failed_total`). The sink runs
+        on this loop, so a slow one delays every deadline of the stack: a call slower
+        than `SLOW_SINK_S` is counted, and journaled at stop (`sink_slow`)."""
+        started = time.monotonic()
         try:
             self.sink(target, data)
         except Exception as exc:
@@ -305,6 +323,12 @@ class LogClientActor:
             failed[1] += len(data)
             if failed[0] == 1:
                 self.journal(Ev.SINK_FAILED, target=target, bytes=len(data), error=error)
+        took = time.monotonic() - started
+        if took > SLOW_SINK_S:
+            slow = self.slow_prints.setdefault(target, [0, 0.0, 0.0])
+            slow[0] += 1
+            slow[1] += took
+            slow[2] = max(slow[2], took)
 
     def _before_barrier_completes(self) -> None:
         """A barrier's caller may read the output as soon as it is answered: everything the

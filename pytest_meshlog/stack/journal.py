@@ -52,6 +52,7 @@ class Ev(str, Enum):
     AGGREGATE_PRINTED = "aggregate_printed"
     SINK_FAILED = "sink_failed"
     SINK_FAILED_TOTAL = "sink_failed_total"
+    SINK_SLOW = "sink_slow"
     # A bootstrap host: children, tees, senders, files
     HOST_STARTED = "host_started"
     HOST_STOPPING = "host_stopping"
