@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import orjson
 Event = dict[str, Any]
 
 
-class Ev(str, Enum):
+class Ev(StrEnum):
     """Every journal event name, defined once: the stack journals them by name and the
     harness reads them by name (`event["ev"] == Ev.EOF` holds: a member is its string).
     Their fields are listed in docs/architecture.md ("The journal")."""
@@ -95,9 +95,6 @@ class Ev(str, Enum):
     TAILS_MISSING = "tails_missing"
     QUIESCE_INCOMPLETE = "quiesce_incomplete"
     CHILD_EXIT = "child_exit"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Journal:
