@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 from pytest_meshlog.leaks import LeakChecker
+from pytest_meshlog.stack import ChildSpec
 from pytest_meshlog.stack.procs import descendants, pipe_inode, still_at
 
-from .stack_helpers import child, events, mesh, wait_delivered
+from .stack_helpers import SIMPLE, child, events, mesh, wait_delivered
 
 
 def grandchild_pid(m: object, rank: int = 0) -> int:
@@ -240,3 +241,21 @@ def test_a_holder_that_re_forks_back_to_back_is_named_and_ended(tmp_path: Path, 
         for pid in _alive("simple-chain"):  # never left running, whatever failed
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+def test_a_group_a_holder_only_joined_is_never_stopped_nor_ended(tmp_path: Path) -> None:
+    """A grandchild that joins a process group of the driver's session that is not the
+    mesh's (here a bystander's: in a user's session, their shell's job) and holds the
+    pipe is ended itself; the group it joined is neither stopped nor killed."""
+    bystander = subprocess.Popen(["sleep", "120"], process_group=0)
+    try:
+        spec = ChildSpec([sys.executable, SIMPLE, "join-group", "3", str(bystander.pid)])
+        with mesh(tmp_path, [spec]) as m:
+            m.wait_children(10)  # the tail arrives once the holder is ended
+            outcome = m.stop(10)
+        assert [h.cmdline.split()[-1] for h in outcome.pipe_holders] == ["simple-joiner"]
+        assert bystander.poll() is None, "the bystander's group was ended"
+        assert psutil.Process(bystander.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        bystander.kill()
+        bystander.wait()

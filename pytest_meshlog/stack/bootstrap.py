@@ -28,8 +28,9 @@ from .mesh_key import SECRET_FD_ENV, MeshKey, hand_key
 from .private_dirs import PRIVATE_DIR_LOG_ENV
 from .process_groups import (
     Frozen,
+    below,
     group_of,
-    groups_below,
+    groups_of,
     members,
     signal_group,
     user_processes,
@@ -435,9 +436,10 @@ class BootstrapProcManager:
         if not suspects:
             return
         host, leads = os.getpid(), {c.proc.pid for c in self.children.values()}
+        seen = below(host)
         # each suspect's own group, and every group no child leads (a setsid, a setpgid)
-        groups = {c.proc.pid for c, _ in suspects} | (groups_below(host) - leads)
-        frozen = Frozen(groups)  # nothing in them forks until they are thawed
+        groups = {c.proc.pid for c, _ in suspects} | (groups_of(seen) - leads)
+        frozen = Frozen(groups, known={*seen, *leads})  # none of them forks until thawed
         try:
             writers = pipe_writers({c.inodes[s] for c, s in suspects}, descendants(host))
             unfound = {c.inodes[s] for c, s in suspects if not writers[c.inodes[s]]}
@@ -456,7 +458,7 @@ class BootstrapProcManager:
                     self.journal(Ev.PIPE_HELD, **held)
                     child.held.append(held)
                     self._end(w.pid, w.cmdline, child.rank, reason)
-                    if w.pgid is not None and w.pgid not in leads:  # a group of its own:
+                    if w.pgid in frozen.before and w.pgid not in leads:  # its own group:
                         self._end_group(w.pgid, child.rank, reason)  # all of it, at once
         finally:
             frozen.thaw()
@@ -479,7 +481,8 @@ class BootstrapProcManager:
         next generation between being found and being killed; returns the pids ended."""
         host = os.getpid()
         rank_of = {c.proc.pid: c.rank for c in self.children.values()}
-        frozen = Frozen(groups_below(host))
+        seen = below(host)
+        frozen = Frozen(groups_of(seen), known={*seen, *rank_of})
         try:
             others = [p for p in descendants(host) if p not in rank_of]
             for pid in others:

@@ -18,14 +18,14 @@ from collections.abc import Iterable
 from .procs import descendants
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, pgid) of a process; None if gone."""
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, pgid, session) of a process; None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return fields[0].decode(), int(fields[2])
+    return fields[0].decode(), int(fields[2]), int(fields[3])
 
 
 def group_of(pid: int) -> int | None:
@@ -72,30 +72,43 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def groups_below(root: int, also: Iterable[int] = ()) -> set[int]:
-    """The process groups of `root`'s descendants, and `also`, never `root`'s own (nor
-    this process's: the host never stops itself). The dead ones not yet reaped count: a
-    holder that re-forks back to back is a new pid before a walk reaches it, but each
-    generation it left behind still names its group."""
-    own = protected() | {group_of(root)}
-    found = set(also)
-    for pid in descendants(root, zombies=True):
-        pgid = group_of(pid)
-        if pgid is not None:
-            found.add(pgid)
-    return found - own
+def below(root: int) -> list[int]:
+    """`root`'s descendants, the dead ones not yet reaped included: a holder that re-forks
+    back to back is a new pid before a walk reaches it, but each generation it left
+    behind still names its group."""
+    return descendants(root, zombies=True)
+
+
+def groups_of(pids: Iterable[int]) -> set[int]:
+    """Their process groups, never a protected one."""
+    return {g for g in map(group_of, pids) if g is not None} - protected()
 
 
 class Frozen:
     """Groups stopped with SIGSTOP, and the members that were stopped before (a test's
-    own SIGSTOP of a child): `thaw` resumes only the others."""
+    own SIGSTOP of a child): `thaw` resumes only the others.
 
-    def __init__(self, groups: Iterable[int]) -> None:
+    Only the mesh's groups are stopped: one led by a process seen below the host (`known`:
+    a child, a descendant that made its group, a dead generation), or one in a session a
+    descendant made (a setsid). A group a descendant merely joined (setpgid into another
+    group of the driver's session: a user's shell job) is never stopped, nor ended."""
+
+    def __init__(self, groups: Iterable[int], known: Iterable[int]) -> None:
+        self.known = set(known)
+        self.session = os.getsid(0)
         self.before: dict[int, set[int]] = {}
         self.add(groups)
 
+    def ours(self, pgid: int) -> bool:
+        if pgid in self.known:
+            return True
+        sessions = {st[2] for p in members(pgid) if (st := _stat(p)) is not None}
+        return bool(sessions) and self.session not in sessions
+
     def add(self, groups: Iterable[int]) -> None:
         for pgid in set(groups) - protected() - set(self.before):
+            if not self.ours(pgid):
+                continue
             stopped = {p for p in members(pgid) if (_stat(p) or ("",))[0] == "T"}
             if signal_group(pgid, signal.SIGSTOP):
                 self.before[pgid] = stopped

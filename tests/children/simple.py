@@ -118,6 +118,16 @@ def workload(rt: ChildRuntime) -> int:
         ).returncode = 0  # fmt: skip
         write(rt, 1, b"chain started\ntail-out")
         return 0
+    if mode == "join-group":  # a grandchild joins another group of the session (argv[3]),
+        import subprocess  # not the mesh's, and keeps stdout open
+
+        code = "import os, sys, time\nos.setpgid(0, int(sys.argv[1]))\ntime.sleep(120)\n"
+        subprocess.Popen(
+            [sys.executable, "-c", code, sys.argv[3], "simple-joiner"],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ).returncode = 0  # fmt: skip
+        write(rt, 1, b"joined\ntail-out")
+        return 0
     if mode == "asyncio-noise":  # asyncio's logger speaks in the child (as when it drops
         import logging  # a connection on its own): the journal must get it, not stderr
 
