@@ -270,8 +270,9 @@ def _stalls_text(stalls: list[Stall]) -> str:
     spans = "\n".join(f"  not run for {s.describe()}" for s in stalls)
     return (
         f"{spans}\nWhile this test ran, the process got almost no CPU for "
-        f"{sum(s.seconds for s in stalls):.1f} s: the machine stalled or the process was "
-        "stopped. A deadline that ran out then measured the machine, not only the stack."
+        f"{sum(s.seconds for s in stalls):.1f} s: the machine stalled, the process was "
+        "stopped, or a thread held the GIL while it blocked. A deadline that ran out then "
+        "measured that, not only the stack."
     )
 
 

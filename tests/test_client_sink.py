@@ -114,3 +114,28 @@ def test_a_slow_sink_is_counted_as_what_held_the_loop(tmp_path: Path) -> None:
     (slowest,) = events_named(journal, "sink_slow")
     assert slowest["target"] == 0 and slowest["calls"] >= slowed[0] >= 1, slowest
     assert slowest["slowest_s"] >= 0.1 and slowest["seconds"] >= slowest["slowest_s"], slowest
+
+
+def test_a_sink_that_raises_system_exit_does_not_end_the_client(tmp_path: Path) -> None:
+    """SystemExit or pytest.fail() in a sink (BaseExceptions) ended the stack's loop: the
+    children's exit was never seen, and stop timed out (found by a probe)."""
+    raised = [False]
+
+    def exits_once(target: int, data: bytes) -> None:
+        if not raised[0]:
+            raised[0] = True
+            raise SystemExit("a sink that calls sys.exit()")
+
+    client = LoggingMeshClient(
+        StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=exits_once
+    )
+    try:
+        client.spawn([child("lines", 50)])
+        client.wait_children(30)
+        outcome = client.stop(30)
+        journal = client.read_journal()
+    finally:
+        client.close()
+    assert outcome.problems == []
+    (failed,) = events_named(journal, "sink_failed")
+    assert failed["error"] == "SystemExit: a sink that calls sys.exit()", failed

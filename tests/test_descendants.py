@@ -259,3 +259,57 @@ def test_a_group_a_holder_only_joined_is_never_stopped_nor_ended(tmp_path: Path)
     finally:
         bystander.kill()
         bystander.wait()
+
+
+OUTSIDER = """
+import array, os, socket, sys, time
+path = sys.argv[1]
+if os.fork() == 0:  # a companion in the same group, holding nothing
+    time.sleep(120)
+    os._exit(0)
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen()
+print("listening", flush=True)
+conn, _ = server.accept()
+_, ancillary, _, _ = conn.recvmsg(1, socket.CMSG_LEN(4))
+conn.send(b"k")
+time.sleep(120)  # holding the child's stdout, handed over SCM_RIGHTS
+"""
+
+
+def test_a_holder_outside_the_mesh_is_named_never_signalled(tmp_path: Path) -> None:
+    """A process outside the mesh (its own session, never below the host) that was handed
+    a child's stdout over SCM_RIGHTS, as an fd-passing daemon is, holds the pipe: it is
+    named (`outside`), and neither it nor its group is stopped or ended. (A probe found
+    both killed: the host searched every process of the user and ended what it found.)"""
+    path = str(tmp_path / "outsider.sock")
+    outsider = subprocess.Popen(
+        [sys.executable, "-c", OUTSIDER, path], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert outsider.stdout is not None and outsider.stdout.readline() == b"listening\n"
+        spec = ChildSpec(
+            [sys.executable, SIMPLE, "send-stdout", "1", path], {"MESHLOG_QUIESCE_TIMEOUT": "2"}
+        )
+        with mesh(tmp_path, [spec]) as m:
+            m.wait_children(20)  # the quiesce times out: the pipe is never let go of
+            outcome = m.stop(10)
+            held = events(m, "pipe_held")
+            ended = events(m, "descendant_ended")
+        group = [p.pid for p in psutil.process_iter() if _in_group(p, outsider.pid)]
+        assert outsider.poll() is None and len(group) == 2, group  # it and its companion
+        assert all(psutil.Process(p).status() != psutil.STATUS_STOPPED for p in group)
+        assert [(e["pid"], e["outside"]) for e in held] == [(outsider.pid, True)], held
+        assert [h.pid for h in outcome.pipe_holders] == [outsider.pid]
+        assert not [e for e in ended if e["pid"] in group], ended
+    finally:
+        os.killpg(outsider.pid, signal.SIGKILL)
+        outsider.wait()
+
+
+def _in_group(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error):
+        return False

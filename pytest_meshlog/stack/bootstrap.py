@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,18 +27,10 @@ from .forkserver import ForkedChild, StartGate, fork_module, forkable_module, wa
 from .journal import Ev, Journal
 from .mesh_key import SECRET_FD_ENV, MeshKey, hand_key
 from .private_dirs import PRIVATE_DIR_LOG_ENV
-from .process_groups import (
-    Frozen,
-    below,
-    group_of,
-    groups_of,
-    members,
-    signal_group,
-    user_processes,
-)
+from .process_groups import Frozen, Snapshot, signal_group
 from .procs import (
+    PipeWriter,
     cmdline,
-    descendants,
     kill_quietly,
     pipe_inode,
     pipe_writers,
@@ -436,32 +429,36 @@ class BootstrapProcManager:
         if not suspects:
             return
         host, leads = os.getpid(), {c.proc.pid for c in self.children.values()}
-        seen = below(host)
-        # each suspect's own group, and every group no child leads (a setsid, a setpgid)
-        groups = {c.proc.pid for c, _ in suspects} | (groups_of(seen) - leads)
-        frozen = Frozen(groups, known={*seen, *leads})  # none of them forks until thawed
-        try:
-            writers = pipe_writers({c.inodes[s] for c, s in suspects}, descendants(host))
-            unfound = {c.inodes[s] for c, s in suspects if not writers[c.inodes[s]]}
-            if unfound:  # re-parented mid-walk (it re-forks back to back): look everywhere,
-                strays = pipe_writers(unfound, user_processes())  # then freeze its group
-                frozen.add({w.pgid for ws in strays.values() for w in ws if w.pgid} - leads)
-                writers.update(pipe_writers(unfound, user_processes()))
+        inodes = {c.inodes[s] for c, s in suspects}
+        before = Snapshot()  # every group of the mesh, the children's too (a holder may
+        frozen = Frozen(before, before.mesh_groups(host))  # have joined a sibling's): paused
+        try:  # for one look, none of them forks until thawed: what is found stays put
+            snap = Snapshot()
+            below = [p for p in snap.below(host) if snap.procs[p].live]
+            writers = pipe_writers(inodes, below)
+            unfound = {i for i in inodes if not writers[i]}
+            outside = pipe_writers(unfound, _others(snap, below)) if unfound else {}
             for child, stream in suspects:
                 found = writers[child.inodes[stream]]
                 if any(w.pid == child.proc.pid for w in found):
                     continue  # the child took it back since: still the child's
                 reason = f"held rank {child.rank}'s {stream} pipe"
                 for w in found:
-                    held = {"rank": child.rank, "stream": stream, "pid": w.pid,
-                            "cmdline": w.cmdline, "ppid": w.ppid, "pgid": w.pgid}  # fmt: skip
-                    self.journal(Ev.PIPE_HELD, **held)
-                    child.held.append(held)
+                    self._held(child, stream, w, outside=False)
                     self._end(w.pid, w.cmdline, child.rank, reason)
                     if w.pgid in frozen.before and w.pgid not in leads:  # its own group:
-                        self._end_group(w.pgid, child.rank, reason)  # all of it, at once
+                        self._end_group(snap, w.pgid, child.rank, reason)  # all of it at once
+                for w in outside.get(child.inodes[stream], ()):  # named, never signalled
+                    self._held(child, stream, w, outside=True)
         finally:
             frozen.thaw()
+
+    def _held(self, child: ChildState, stream: str, w: PipeWriter, outside: bool) -> None:
+        held = {"rank": child.rank, "stream": stream, "pid": w.pid, "cmdline": w.cmdline,
+                "ppid": w.ppid, "pgid": w.pgid, "outside": outside}  # fmt: skip
+        if held not in child.held:
+            self.journal(Ev.PIPE_HELD, **held)
+            child.held.append(held)
 
     def _end(self, pid: int, cmd: str, rank: int | None, reason: str) -> None:
         if kill_quietly(pid):
@@ -469,9 +466,9 @@ class BootstrapProcManager:
             self.journal(Ev.DESCENDANT_ENDED, **ended)
             self.ended.append(ended)
 
-    def _end_group(self, pgid: int, rank: int | None, reason: str) -> None:
-        """End a (frozen) group below the host that no child leads: each member named."""
-        for pid in members(pgid):
+    def _end_group(self, now: Snapshot, pgid: int, rank: int | None, reason: str) -> None:
+        """End a (frozen) group of the mesh that no child leads: each member named."""
+        for pid in now.members(pgid):
             self._end(pid, cmdline(pid), rank, reason)
         signal_group(pgid, signal.SIGKILL)
 
@@ -481,13 +478,13 @@ class BootstrapProcManager:
         next generation between being found and being killed; returns the pids ended."""
         host = os.getpid()
         rank_of = {c.proc.pid: c.rank for c in self.children.values()}
-        seen = below(host)
-        frozen = Frozen(groups_of(seen), known={*seen, *rank_of})
+        before = Snapshot()
+        frozen = Frozen(before, before.mesh_groups(host))
         try:
-            others = [p for p in descendants(host) if p not in rank_of]
+            now = Snapshot()
+            others = [p for p in now.below(host) if now.procs[p].live and p not in rank_of]
             for pid in others:
-                group = group_of(pid)
-                self._end(pid, cmdline(pid), rank_of.get(group or 0), reason)
+                self._end(pid, cmdline(pid), rank_of.get(now.procs[pid].pgid), reason)
             for pgid in frozen.before:
                 if pgid not in rank_of:  # a group of a descendant's own: all of it
                     signal_group(pgid, signal.SIGKILL)
@@ -506,6 +503,19 @@ class BootstrapProcManager:
             return not pending
 
         await poll_until(all_reaped, min(deadline, time.monotonic() + 2.0))
+
+
+def _others(now: Snapshot, below: Iterable[int]) -> list[int]:
+    """The live processes of this user outside the host's tree: one of them may hold a
+    child's pipe (handed over SCM_RIGHTS), and can be named, never signalled."""
+    mine, uid = {os.getpid(), *below}, os.getuid()
+    out = []
+    for pid, p in now.procs.items():
+        if pid not in mine and p.live:
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}").st_uid == uid:
+                    out.append(pid)
+    return out
 
 
 def _exec_child(

@@ -316,7 +316,7 @@ class LogClientActor:
         started = time.monotonic()
         try:
             self.sink(target, data)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, pytest.fail(): nobody above to catch it
             error = f"{type(exc).__name__}: {exc}"
             failed = self.print_failures.setdefault(target, [0, 0, error])
             failed[0] += 1

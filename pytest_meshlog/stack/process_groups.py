@@ -6,6 +6,13 @@ always misses the newest. Its process group stays the same (a fork inherits it),
 signal sent to a group reaches every member, including one being forked as it is sent.
 So the host stops whole groups first: a stopped process cannot fork, and what a scan
 finds next stays put until it is named and ended.
+
+Every decision is taken on one `Snapshot` of /proc (each process's parent, group and
+state, from one read of its stat), so a process that has a new parent or is gone a
+moment later cannot turn the mesh's group into a stranger's, nor a stranger's into the
+mesh's. A group is the mesh's only if every member of it in the snapshot is below the
+host. A process outside the mesh (one handed a pipe over SCM_RIGHTS; a job of the
+driver's session whose group a descendant joined) is never stopped nor ended.
 """
 
 from __future__ import annotations
@@ -14,108 +21,90 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterable
-
-from .procs import descendants
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, pgid, session) of a process; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0].decode(), int(fields[2]), int(fields[3])
+from dataclasses import dataclass
 
 
-def group_of(pid: int) -> int | None:
-    st = _stat(pid)
-    return None if st is None else st[1]
+@dataclass(frozen=True)
+class Proc:
+    ppid: int
+    pgid: int
+    state: str
+
+    @property
+    def live(self) -> bool:
+        return self.state not in ("Z", "X")
 
 
-def user_processes() -> list[int]:
-    """Every process of this user but this one, from /proc."""
-    me, uid, out = os.getpid(), os.getuid(), []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != me:
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    out.append(int(name))
-            except OSError:
+class Snapshot:
+    """Every process of the machine that /proc lets this one read, in one pass."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, Proc] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
                 continue
-    return out
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            self.procs[int(name)] = Proc(int(fields[1]), int(fields[2]), fields[0].decode())
 
+    def below(self, root: int) -> set[int]:
+        """`root`'s descendants, dead ones not yet reaped included."""
+        children: dict[int, list[int]] = {}
+        for pid, p in self.procs.items():
+            children.setdefault(p.ppid, []).append(pid)
+        out: set[int] = set()
+        todo = list(children.get(root, ()))
+        while todo:
+            pid = todo.pop()
+            out.add(pid)
+            todo.extend(children.get(pid, ()))
+        return out
 
-def members(pgid: int) -> list[int]:
-    """The live processes of group `pgid` (the group outlives its leader: any member
-    keeps it)."""
-    out = []
-    for pid in user_processes():
-        st = _stat(pid)
-        if st is not None and st[1] == pgid and st[0] not in ("Z", "X"):
-            out.append(pid)
-    return out
+    def members(self, pgid: int) -> list[int]:
+        """The live processes of group `pgid` (a group outlives its leader)."""
+        return [pid for pid, p in self.procs.items() if p.pgid == pgid and p.live]
+
+    def mesh_groups(self, root: int) -> set[int]:
+        """The groups every member of which is below `root`, none of them protected."""
+        below = self.below(root)
+        outside = {p.pgid for pid, p in self.procs.items() if pid not in below}
+        return {self.procs[pid].pgid for pid in below} - outside - protected()
 
 
 def protected() -> set[int]:
-    """Groups never stopped nor ended: this host's own and its parent's (the driver's,
-    which a descendant could join with setpgid, as it is in the same session)."""
+    """Never stopped nor ended, whatever a snapshot says: this host's group and its
+    parent's (the driver's)."""
     return {os.getpgid(0), os.getpgid(os.getppid())}
 
 
 def signal_group(pgid: int, sig: int) -> bool:
-    """Signal every process of the group; False if it has none left."""
+    """Signal every process of the group; False if none was (gone, or not ours to signal:
+    EPERM means no member could be)."""
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
 
-def below(root: int) -> list[int]:
-    """`root`'s descendants, the dead ones not yet reaped included: a holder that re-forks
-    back to back is a new pid before a walk reaches it, but each generation it left
-    behind still names its group."""
-    return descendants(root, zombies=True)
-
-
-def groups_of(pids: Iterable[int]) -> set[int]:
-    """Their process groups, never a protected one."""
-    return {g for g in map(group_of, pids) if g is not None} - protected()
-
-
 class Frozen:
     """Groups stopped with SIGSTOP, and the members that were stopped before (a test's
-    own SIGSTOP of a child): `thaw` resumes only the others.
+    own SIGSTOP of a child): `thaw` resumes only the others."""
 
-    Only the mesh's groups are stopped: one led by a process seen below the host (`known`:
-    a child, a descendant that made its group, a dead generation), or one in a session a
-    descendant made (a setsid). A group a descendant merely joined (setpgid into another
-    group of the driver's session: a user's shell job) is never stopped, nor ended."""
-
-    def __init__(self, groups: Iterable[int], known: Iterable[int]) -> None:
-        self.known = set(known)
-        self.session = os.getsid(0)
+    def __init__(self, snapshot: Snapshot, groups: Iterable[int]) -> None:
         self.before: dict[int, set[int]] = {}
-        self.add(groups)
-
-    def ours(self, pgid: int) -> bool:
-        if pgid in self.known:
-            return True
-        sessions = {st[2] for p in members(pgid) if (st := _stat(p)) is not None}
-        return bool(sessions) and self.session not in sessions
-
-    def add(self, groups: Iterable[int]) -> None:
-        for pgid in set(groups) - protected() - set(self.before):
-            if not self.ours(pgid):
-                continue
-            stopped = {p for p in members(pgid) if (_stat(p) or ("",))[0] == "T"}
+        for pgid in set(groups) - protected():
+            stopped = {p for p in snapshot.members(pgid) if snapshot.procs[p].state == "T"}
             if signal_group(pgid, signal.SIGSTOP):
                 self.before[pgid] = stopped
 
     def thaw(self) -> None:
+        now = Snapshot()
         for pgid, stopped in self.before.items():
-            for pid in members(pgid):
+            for pid in now.members(pgid):
                 if pid not in stopped:
-                    with contextlib.suppress(ProcessLookupError):
+                    with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGCONT)

@@ -110,9 +110,8 @@ def _stat_any(pid: int) -> tuple[int, int, bool] | None:
     return int(fields[1]), int(fields[2]), fields[0] in (b"Z", b"X")
 
 
-def descendants(root: int, zombies: bool = False) -> list[int]:
-    """Live descendants of `root` (not itself), parents before children, from /proc; with
-    `zombies`, the dead ones not yet reaped too.
+def descendants(root: int) -> list[int]:
+    """Live descendants of `root` (not itself), parents before children, from /proc.
 
     The walk goes through zombies, which are not returned: a process whose main thread has
     exited shows as a zombie while its other threads still run, and its children keep it
@@ -135,7 +134,7 @@ def descendants(root: int, zombies: bool = False) -> list[int]:
     todo = list(children.get(root, ()))
     while todo:
         pid = todo.pop(0)
-        if pid not in dead or zombies:
+        if pid not in dead:
             out.append(pid)
         todo.extend(children.get(pid, ()))
     return out

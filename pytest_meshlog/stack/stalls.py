@@ -163,5 +163,6 @@ def during(start: float, end: float | None = None) -> str:
     spans = "; ".join(s.describe() for s in stalls[:3]) + ("; ..." if len(stalls) > 3 else "")
     return (
         f" (this process was not run for {total:.1f} s of that wait: {spans}; "
-        "the machine or the process was stopped, not only what was awaited)"
+        "the machine or the process was stopped, or a thread held the GIL while it "
+        "blocked: not only what was awaited)"
     )

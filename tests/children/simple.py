@@ -128,6 +128,16 @@ def workload(rt: ChildRuntime) -> int:
         ).returncode = 0  # fmt: skip
         write(rt, 1, b"joined\ntail-out")
         return 0
+    if mode == "send-stdout":  # hands its stdout to a process outside the mesh (over
+        import array  # SCM_RIGHTS, to the socket at argv[3]), then ends
+        import socket
+
+        write(rt, 1, b"handing it over\ntail-out")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sys.argv[3])
+            s.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [1]))])
+            s.recv(1)  # it has the descriptor
+        return 0
     if mode == "asyncio-noise":  # asyncio's logger speaks in the child (as when it drops
         import logging  # a connection on its own): the journal must get it, not stderr
 
