@@ -5,12 +5,16 @@ lines came on carry on. Real meshes; the failing sink writes to /dev/full (ENOSP
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_meshlog.journal_rules import print_findings
 from pytest_meshlog.stack import LoggingMeshClient, StackConfig
+from pytest_meshlog.stack.outcomes import StopOutcome
 
 from .stack_helpers import child
 
@@ -35,20 +39,33 @@ class FullDiskOnce:
         self.printed[target] += data
 
 
-def test_a_failed_print_loses_that_write_only_and_says_so(tmp_path: Path) -> None:
-    sink = FullDiskOnce()
+@dataclass
+class Run:
+    outcome: StopOutcome
+    journal: list[dict[str, Any]]
+    delivered: dict[tuple[int, str], list[bytes]]
+
+
+def run_with(tmp_path: Path, sink: Callable[[int, bytes], None], *lines: int) -> Run:
+    """A mesh of `lines` children printing through `sink`, stopped once they have written
+    (a stop that comes first would make them skip writes)."""
     client = LoggingMeshClient(
         StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=sink
     )
     try:
-        client.spawn([child("lines", 200), child("lines", 200)])
-        client.wait_children(30)  # a stop that comes first would make them skip writes
+        client.spawn([child("lines", n) for n in lines])
+        client.wait_children(30)
         outcome = client.stop(30)
-        journal = client.read_journal()
-        delivered = client.delivered
+        return Run(outcome, client.read_journal(), client.delivered)
     finally:
         client.close()
-    assert outcome.problems == [], outcome.problems
+
+
+def test_a_failed_print_loses_that_write_only_and_says_so(tmp_path: Path) -> None:
+    sink = FullDiskOnce()
+    run = run_with(tmp_path, sink, 200, 200)
+    journal, delivered = run.journal, run.delivered
+    assert run.outcome.problems == [], run.outcome.problems
     (first,) = [e for e in journal if e["ev"] == "sink_failed"]
     (total,) = [e for e in journal if e["ev"] == "sink_failed_total"]
     assert first["target"] == total["target"] == 0
@@ -70,16 +87,7 @@ def test_a_sink_that_always_fails_is_counted_not_journaled_per_write(tmp_path: P
     def broken(target: int, data: bytes) -> None:
         raise ValueError(f"sink bug on target {target}")
 
-    client = LoggingMeshClient(
-        StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=broken
-    )
-    try:
-        client.spawn([child("lines", 2000)])
-        client.wait_children(30)
-        client.stop(30)
-        journal = client.read_journal()
-    finally:
-        client.close()
+    journal = run_with(tmp_path, broken, 2000).journal
     assert len(events_named(journal, "sink_failed")) == 2  # the first, per target
     totals = {e["target"]: e for e in events_named(journal, "sink_failed_total")}
     assert set(totals) == {0, 1}
@@ -101,16 +109,7 @@ def test_a_slow_sink_is_counted_as_what_held_the_loop(tmp_path: Path) -> None:
             slowed[0] += 1
             time.sleep(0.1)  # the sink's own slowness: what the journal must count
 
-    client = LoggingMeshClient(
-        StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=slow
-    )
-    try:
-        client.spawn([child("lines", 50)])
-        client.wait_children(30)
-        client.stop(30)
-        journal = client.read_journal()
-    finally:
-        client.close()
+    journal = run_with(tmp_path, slow, 50).journal
     (slowest,) = events_named(journal, "sink_slow")
     assert slowest["target"] == 0 and slowest["calls"] >= slowed[0] >= 1, slowest
     assert slowest["slowest_s"] >= 0.1 and slowest["seconds"] >= slowest["slowest_s"], slowest
@@ -126,16 +125,7 @@ def test_a_sink_that_raises_system_exit_does_not_end_the_client(tmp_path: Path) 
             raised[0] = True
             raise SystemExit("a sink that calls sys.exit()")
 
-    client = LoggingMeshClient(
-        StackConfig(enable_log_forwarding=True), workdir=tmp_path / "mesh", sink=exits_once
-    )
-    try:
-        client.spawn([child("lines", 50)])
-        client.wait_children(30)
-        outcome = client.stop(30)
-        journal = client.read_journal()
-    finally:
-        client.close()
-    assert outcome.problems == []
-    (failed,) = events_named(journal, "sink_failed")
+    run = run_with(tmp_path, exits_once, 50)
+    assert run.outcome.problems == []
+    (failed,) = events_named(run.journal, "sink_failed")
     assert failed["error"] == "SystemExit: a sink that calls sys.exit()", failed
