@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import wire
@@ -30,6 +31,19 @@ _Batch = tuple[str, str, int, int, bytes]
 SLOW_SINK_S = 0.05
 """A sink call slower than this (seconds) is counted: it held the stack's loop, and with
 it every timer of the driver (`sink_slow`)."""
+
+
+@dataclass
+class _SinkTrouble:
+    """One target's sink calls that failed, and those slower than `SLOW_SINK_S`."""
+
+    failed: int = 0
+    failed_bytes: int = 0
+    error: str = ""
+    """The first failure's."""
+    slow: int = 0
+    slow_s: float = 0.0
+    slowest_s: float = 0.0
 
 
 class LogClientActor:
@@ -54,10 +68,7 @@ class LogClientActor:
         self.consume_delay = consume_delay  # fault injection: a slow consumer
         self.journal = journal
         self.sink: Sink = sink or stdio_sink
-        self.print_failures: dict[int, list[Any]] = {}
-        """Per target: [writes, bytes, first error] the sink failed to print."""
-        self.slow_prints: dict[int, list[float]] = {}
-        """Per target: [calls, seconds, slowest] of sink calls slower than `SLOW_SINK_S`."""
+        self.sink_trouble: dict[int, _SinkTrouble] = {}
         self.records: dict[tuple[int, str], LineRecord] = {}
         self.max_batch = 0
         self.forwarders: dict[int, FrameConnection] = {}
@@ -233,18 +244,13 @@ class LogClientActor:
             )
         self.fallback_kept.clear()
         self._print_out()
-        for target, (writes, nbytes, error) in sorted(self.print_failures.items()):
-            self.journal(
-                Ev.SINK_FAILED_TOTAL, target=target, writes=writes, bytes=nbytes, error=error
-            )
-        for target, (calls, seconds, slowest) in sorted(self.slow_prints.items()):
-            self.journal(
-                Ev.SINK_SLOW,
-                target=target,
-                calls=int(calls),
-                seconds=round(seconds, 3),
-                slowest_s=round(slowest, 3),
-            )
+        for target, t in sorted(self.sink_trouble.items()):
+            if t.failed:
+                self.journal(Ev.SINK_FAILED_TOTAL, target=target, writes=t.failed,
+                             bytes=t.failed_bytes, error=t.error)  # fmt: skip
+            if t.slow:
+                self.journal(Ev.SINK_SLOW, target=target, calls=t.slow,
+                             seconds=round(t.slow_s, 3), slowest_s=round(t.slowest_s, 3))  # fmt: skip
 
     def _keep(
         self,
@@ -316,19 +322,23 @@ class LogClientActor:
         started = time.monotonic()
         try:
             self.sink(target, data)
+            failed = None
         except BaseException as exc:  # SystemExit, pytest.fail(): nobody above to catch it
-            error = f"{type(exc).__name__}: {exc}"
-            failed = self.print_failures.setdefault(target, [0, 0, error])
-            failed[0] += 1
-            failed[1] += len(data)
-            if failed[0] == 1:
-                self.journal(Ev.SINK_FAILED, target=target, bytes=len(data), error=error)
+            failed = exc
         took = time.monotonic() - started
+        if failed is None and took <= SLOW_SINK_S:
+            return  # the usual call: no bookkeeping
+        t = self.sink_trouble.setdefault(target, _SinkTrouble())
+        if failed is not None:
+            t.failed += 1
+            t.failed_bytes += len(data)
+            if t.failed == 1:
+                t.error = f"{type(failed).__name__}: {failed}"
+                self.journal(Ev.SINK_FAILED, target=target, bytes=len(data), error=t.error)
         if took > SLOW_SINK_S:
-            slow = self.slow_prints.setdefault(target, [0, 0.0, 0.0])
-            slow[0] += 1
-            slow[1] += took
-            slow[2] = max(slow[2], took)
+            t.slow += 1
+            t.slow_s += took
+            t.slowest_s = max(t.slowest_s, took)
 
     def _before_barrier_completes(self) -> None:
         """A barrier's caller may read the output as soon as it is answered: everything the

@@ -28,7 +28,6 @@ class Ev(StrEnum):
 
     # Any process that serves or dials a socket (driver, rank)
     CONNECTION_REFUSED = "connection_refused"
-    PROCESS_STALLED = "process_stalled"  # the driver was not run for a while (`stalls`)
     FRAME_REJECTED = "frame_rejected"
     MESSAGE_FAILED = "message_failed"
     # The driver: barriers, forwarders, stop
@@ -50,6 +49,7 @@ class Ev(StrEnum):
     FALLBACK_DELIVERED = "fallback_delivered"
     SEQ_GAP = "seq_gap"
     AGGREGATE_PRINTED = "aggregate_printed"
+    PROCESS_STALLED = "process_stalled"  # the driver was not run for a while (`stalls`)
     SINK_FAILED = "sink_failed"
     SINK_FAILED_TOTAL = "sink_failed_total"
     SINK_SLOW = "sink_slow"

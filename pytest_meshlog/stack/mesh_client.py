@@ -313,8 +313,8 @@ class LoggingMeshClient:
 
     def inject(self, rank: int, what: str, *args: Any) -> None:
         """Fault injection on the rank's host: "close_channel" (that rank's channel),
-        "break_files", "slow_files" (delay) or "redirect_files" (path) for the whole host. Delivered in order with
-        every other control message to that host."""
+        "break_files", "slow_files" (delay) or "redirect_files" (path) for the whole
+        host. Delivered in order with every other control message to that host."""
         self._lifecycle.check("inject", LIVE)
         host = self._hosts[self.host_of[rank]]
         msg = ("close_channel", rank) if what == "close_channel" else (what, *args)

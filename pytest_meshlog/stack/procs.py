@@ -119,14 +119,14 @@ def descendants(root: int) -> list[int]:
     for a moment, and a walk that stopped at it lost its grandchildren (they then outlived
     the mesh)."""
     parent_of: dict[int, int] = {}
-    dead: set[int] = set()
+    zombies: set[int] = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
             st = _stat_any(int(name))
             if st is not None:
                 parent_of[int(name)] = st[0]
                 if st[2]:
-                    dead.add(int(name))
+                    zombies.add(int(name))
     children: dict[int, list[int]] = {}
     for pid, ppid in parent_of.items():
         children.setdefault(ppid, []).append(pid)
@@ -134,7 +134,7 @@ def descendants(root: int) -> list[int]:
     todo = list(children.get(root, ()))
     while todo:
         pid = todo.pop(0)
-        if pid not in dead:
+        if pid not in zombies:
             out.append(pid)
         todo.extend(children.get(pid, ()))
     return out
@@ -145,16 +145,34 @@ def reap_adopted(root: int, keep: Iterable[int]) -> int:
     whose exits it waits for elsewhere); returns how many. A descendant that re-forks back
     to back leaves one per generation, and unreaped they would fill the process table."""
     kept, n = set(keep), 0
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) not in kept:
-            st = _stat_any(int(name))
-            if st is not None and st[2] and st[0] == root:
-                try:
-                    if os.waitpid(int(name), os.WNOHANG)[0]:
-                        n += 1
-                except ChildProcessError:
-                    continue
+    for pid in _children(root):
+        if pid not in kept:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    n += 1
+            except ChildProcessError:
+                continue
     return n
+
+
+def _children(pid: int) -> list[int]:
+    """`pid`'s children, from each of its threads' /proc children list (a few reads, not
+    a pass over /proc: the watcher asks every tick); without that list, from a pass."""
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):  # no CONFIG_PROC_CHILDREN
+        return [int(n) for n in os.listdir("/proc") if n.isdigit() and _ppid(int(n)) == pid]
+    out: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += map(int, f.read().split())
+        except OSError:  # a thread that ended since the listing
+            continue
+    return out
+
+
+def _ppid(pid: int) -> int | None:
+    st = _stat_any(pid)
+    return None if st is None else st[0]
 
 
 def pipe_inode(fd: int) -> int:
